@@ -1,0 +1,230 @@
+"""Configuration: :class:`PerfmonConfig`, its environment variables, and validation.
+
+Precedence (highest first): keyword overrides to ``configure_perfmon``, fields of an
+explicit ``PerfmonConfig`` that differ from their defaults, ``OTEL_PERFMON_*``
+environment variables, defaults. Invalid explicit values raise
+:class:`ConfigurationError` naming the field; invalid environment values are logged
+as a warning and the default is used (OpenTelemetry's convention for env vars).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Pattern, Sequence, Tuple
+
+from otel_perfmon import environment_variables as ev
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_CAPTURE_HEADERS: Tuple[str, ...] = (
+    "X-Forwarded-For", "X-Real-IP", "X-Request-ID", "X-Trace-ID", "X-Correlation-ID",
+    "Referer", "Content-Type", "Accept", "Accept-Language", "Origin", "User-Agent",
+    "traceparent", "tracestate",
+)
+DEFAULT_REDACT_HEADERS: Tuple[str, ...] = (
+    "Authorization", "Proxy-Authorization", "Cookie", "Set-Cookie", "X-Api-Key", "X-Auth-Token",
+)
+#: Any header (and query parameter) whose lower-cased name contains one of these is redacted.
+SENSITIVE_NAME_PARTS: Tuple[str, ...] = ("token", "secret", "password", "session")
+REDACTED = "[REDACTED]"
+
+
+class ConfigurationError(ValueError):
+    """An explicit configuration value is invalid; the message names the field and value."""
+
+
+@dataclass
+class PerfmonConfig:
+    """Every setting of otel-perfmon. Units are in the names (seconds).
+
+    See the table in README.md / DESIGN.md for the matching ``OTEL_PERFMON_*`` variables.
+    Construction validates nothing; :func:`resolve_config` validates and raises
+    :class:`ConfigurationError` naming the first bad field.
+    """
+
+    enabled: bool = True
+    threshold_seconds: float = 1.0
+    dedup_window_seconds: float = 864000.0
+    report_dir: str = "./perfmon-reports"
+    dedup_store: str = "sqlite"
+    include_urls: List[str] = field(default_factory=list)
+    exclude_urls: List[str] = field(default_factory=list)
+    capture_headers: List[str] = field(default_factory=lambda: list(DEFAULT_CAPTURE_HEADERS))
+    redact_headers: List[str] = field(default_factory=lambda: list(DEFAULT_REDACT_HEADERS))
+    exporters: List[Any] = field(default_factory=list)
+    report_url_template: Optional[str] = None
+    profile_interval_seconds: float = 0.001
+    profile_policy: Any = "always"
+    queue_size: int = 1000
+    export_timeout_seconds: float = 30.0
+
+    def report_url(self, report_id: str) -> Optional[str]:
+        """The link for ``report_id`` from ``report_url_template``, or None when unset."""
+        if not self.report_url_template:
+            return None
+        return self.report_url_template.format(report_id=report_id)
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise ValueError("expected true/false/1/0/yes/no")
+
+
+def _parse_list(text: str) -> List[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _parse_optional_str(text: str) -> Optional[str]:
+    return text.strip() or None
+
+
+_ENV: Dict[str, Tuple[str, Callable[[str], Any]]] = {
+    "enabled": (ev.OTEL_PERFMON_ENABLED, _parse_bool),
+    "threshold_seconds": (ev.OTEL_PERFMON_THRESHOLD_SECONDS, float),
+    "dedup_window_seconds": (ev.OTEL_PERFMON_DEDUP_WINDOW_SECONDS, float),
+    "report_dir": (ev.OTEL_PERFMON_REPORT_DIR, str.strip),
+    "dedup_store": (ev.OTEL_PERFMON_DEDUP_STORE, str.strip),
+    "include_urls": (ev.OTEL_PERFMON_INCLUDE_URLS, _parse_list),
+    "exclude_urls": (ev.OTEL_PERFMON_EXCLUDE_URLS, _parse_list),
+    "capture_headers": (ev.OTEL_PERFMON_CAPTURE_HEADERS, _parse_list),
+    "redact_headers": (ev.OTEL_PERFMON_REDACT_HEADERS, _parse_list),
+    "exporters": (ev.OTEL_PERFMON_EXPORTERS, _parse_list),
+    "report_url_template": (ev.OTEL_PERFMON_REPORT_URL_TEMPLATE, _parse_optional_str),
+    "profile_interval_seconds": (ev.OTEL_PERFMON_PROFILE_INTERVAL_SECONDS, float),
+    "profile_policy": (ev.OTEL_PERFMON_PROFILE_POLICY, lambda s: s.strip().lower()),
+    "queue_size": (ev.OTEL_PERFMON_QUEUE_SIZE, int),
+    "export_timeout_seconds": (ev.OTEL_PERFMON_EXPORT_TIMEOUT_SECONDS, float),
+}
+
+
+def _positive_number(name: str, value: Any, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{name} must be a number, got {value!r}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigurationError(f"{name} must be finite, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigurationError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return float(value)
+
+
+def _string_list(name: str, value: Any) -> List[str]:
+    if isinstance(value, str):
+        value = _parse_list(value)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigurationError(f"{name} must be a list of strings, got {value!r}")
+    return list(value)
+
+
+def compile_url_patterns(name: str, patterns: Sequence[str]) -> List[Pattern[str]]:
+    """Compile shell-style globs (or ``re:<regex>``) to regexes; raises ConfigurationError."""
+    compiled = []
+    for pattern in patterns:
+        try:
+            if pattern.startswith("re:"):
+                compiled.append(re.compile(pattern[3:]))
+            else:
+                compiled.append(re.compile(fnmatch.translate(pattern)))
+        except re.error as exc:
+            raise ConfigurationError(f"{name}: invalid pattern {pattern!r}: {exc}") from None
+    return compiled
+
+
+def validate(config: PerfmonConfig) -> PerfmonConfig:
+    """Check every field of ``config``; returns a normalised copy.
+
+    Raises :class:`ConfigurationError` naming the first invalid field and its value.
+    """
+    from otel_perfmon.exporters.registry import validate_exporter_specs
+    from otel_perfmon.policy import validate_policy
+
+    if not isinstance(config.enabled, bool):
+        raise ConfigurationError(f"enabled must be a bool, got {config.enabled!r}")
+    values: Dict[str, Any] = {"enabled": config.enabled}
+    values["threshold_seconds"] = _positive_number("threshold_seconds", config.threshold_seconds)
+    values["dedup_window_seconds"] = _positive_number(
+        "dedup_window_seconds", config.dedup_window_seconds, allow_zero=True)
+    values["profile_interval_seconds"] = _positive_number(
+        "profile_interval_seconds", config.profile_interval_seconds)
+    values["export_timeout_seconds"] = _positive_number(
+        "export_timeout_seconds", config.export_timeout_seconds)
+    if isinstance(config.queue_size, bool) or not isinstance(config.queue_size, int) or config.queue_size < 1:
+        raise ConfigurationError(f"queue_size must be an int >= 1, got {config.queue_size!r}")
+    values["queue_size"] = config.queue_size
+    if not isinstance(config.report_dir, (str, os.PathLike)) or not str(config.report_dir):
+        raise ConfigurationError(f"report_dir must be a non-empty path, got {config.report_dir!r}")
+    values["report_dir"] = os.fspath(config.report_dir)
+    store = config.dedup_store
+    if not isinstance(store, str) or not (store in ("memory", "sqlite") or store.startswith(("redis://", "rediss://", "unix://"))):
+        raise ConfigurationError(
+            f"dedup_store must be 'memory', 'sqlite' or a redis:// URL, got {store!r}")
+    values["dedup_store"] = store
+    for name in ("include_urls", "exclude_urls"):
+        values[name] = _string_list(name, getattr(config, name))
+        compile_url_patterns(name, values[name])
+    for name in ("capture_headers", "redact_headers"):
+        values[name] = _string_list(name, getattr(config, name))
+    template = config.report_url_template
+    if template is not None:
+        if not isinstance(template, str):
+            raise ConfigurationError(f"report_url_template must be a string, got {template!r}")
+        try:
+            template.format(report_id="x")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigurationError(
+                f"report_url_template may only use {{report_id}}, got {template!r} ({exc!r})") from None
+    values["report_url_template"] = template
+    values["exporters"] = validate_exporter_specs(config.exporters)
+    values["profile_policy"] = validate_policy(config.profile_policy)
+    return PerfmonConfig(**values)
+
+
+def config_from_env(environ: Optional[Mapping[str, str]] = None) -> PerfmonConfig:
+    """A config from ``OTEL_PERFMON_*`` variables; bad values warn and keep the default."""
+    environ = os.environ if environ is None else environ
+    defaults = PerfmonConfig()
+    values: Dict[str, Any] = {}
+    for name, (var, parse) in _ENV.items():
+        raw = environ.get(var)
+        if raw is None or raw.strip() == "":
+            continue
+        try:
+            candidate = parse(raw)
+            validate(dataclasses.replace(defaults, **{name: candidate}))
+        except (ValueError, ConfigurationError) as exc:
+            _logger.warning("otel-perfmon: ignoring %s=%r (%s); using the default %r",
+                            var, raw, exc, getattr(defaults, name))
+            continue
+        values[name] = candidate
+    return dataclasses.replace(defaults, **values)
+
+
+def resolve_config(config: Optional[PerfmonConfig] = None, overrides: Optional[Mapping[str, Any]] = None,
+                   environ: Optional[Mapping[str, str]] = None) -> PerfmonConfig:
+    """Merge overrides > explicit config > env vars > defaults and validate the result.
+
+    Raises :class:`ConfigurationError` for an unknown override name or an invalid value.
+    """
+    names = {f.name for f in dataclasses.fields(PerfmonConfig)}
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ConfigurationError(f"unknown configuration field(s): {', '.join(unknown)}")
+    if config is not None and not isinstance(config, PerfmonConfig):
+        raise ConfigurationError(f"config must be a PerfmonConfig, got {type(config).__name__}")
+    merged = config_from_env(environ)
+    if config is not None:
+        defaults = PerfmonConfig()
+        explicit = {f.name: getattr(config, f.name) for f in dataclasses.fields(PerfmonConfig)
+                    if getattr(config, f.name) != getattr(defaults, f.name)}
+        merged = dataclasses.replace(merged, **explicit)
+    merged = dataclasses.replace(merged, **overrides)
+    return validate(merged)

@@ -1,0 +1,113 @@
+"""SQLite dedup store (the default): ``<report_dir>/perfmon-dedup.sqlite3``.
+
+Shared by every process on the host (gunicorn workers) and kept across restarts. Claims run
+in ``BEGIN IMMEDIATE`` transactions (one writer at a time, WAL journal, 10 s busy timeout),
+so N workers hitting the same slow route at once create exactly one report. The connection
+is reopened after ``fork``.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from typing import Iterator, List, Optional
+
+from contextlib import contextmanager
+
+from otel_perfmon.dedup.base import Claim, DedupEntry, DedupStore
+
+FILE_NAME = "perfmon-dedup.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS fingerprints (
+    fingerprint TEXT PRIMARY KEY,
+    report_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    count INTEGER NOT NULL DEFAULT 0,
+    worst_duration_ms REAL NOT NULL DEFAULT 0,
+    last_trace_id TEXT
+)
+"""
+_COLUMNS = "fingerprint, report_id, created_at, last_seen, count, worst_duration_ms, last_trace_id"
+
+
+class SqliteDedupStore(DedupStore):
+    """Thread-safe within a process (one lock), exact across processes (SQLite locking)."""
+
+    def __init__(self, path: str, busy_timeout_seconds: float = 10.0) -> None:
+        self.path = path
+        self._timeout = busy_timeout_seconds
+        self._lock = threading.Lock()
+        self._conn: Optional[sqlite3.Connection] = None
+        self._pid = 0
+
+    @classmethod
+    def in_report_dir(cls, report_dir: str) -> "SqliteDedupStore":
+        return cls(os.path.join(report_dir, FILE_NAME))
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(_SCHEMA)
+            self._conn, self._pid = conn, os.getpid()
+        return self._conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def claim(self, fingerprint: str, candidate_id: str, now: float, window_seconds: float) -> Claim:
+        with self._transaction() as conn:
+            row = conn.execute("SELECT report_id, created_at FROM fingerprints WHERE fingerprint = ?",
+                               (fingerprint,)).fetchone()
+            if row is not None and window_seconds > 0 and now - row[1] < window_seconds:
+                return Claim(row[0], False)
+            conn.execute(
+                "INSERT OR REPLACE INTO fingerprints (" + _COLUMNS + ") VALUES (?, ?, ?, ?, 0, 0, NULL)",
+                (fingerprint, candidate_id, now, now))
+            return Claim(candidate_id, True)
+
+    def record_occurrence(self, fingerprint: str, report_id: str, duration_ms: float,
+                          trace_id: str, now: float) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE fingerprints SET count = count + 1, last_seen = MAX(last_seen, ?), "
+                "worst_duration_ms = MAX(worst_duration_ms, ?), last_trace_id = ? "
+                "WHERE fingerprint = ? AND report_id = ?",
+                (now, duration_ms, trace_id, fingerprint, report_id))
+
+    def release(self, fingerprint: str, report_id: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM fingerprints WHERE fingerprint = ? AND report_id = ?",
+                         (fingerprint, report_id))
+
+    def get(self, fingerprint: str) -> Optional[DedupEntry]:
+        with self._lock:
+            row = self._connection().execute(
+                "SELECT " + _COLUMNS + " FROM fingerprints WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        return DedupEntry(*row) if row else None
+
+    def entries(self) -> List[DedupEntry]:
+        with self._lock:
+            rows = self._connection().execute("SELECT " + _COLUMNS + " FROM fingerprints").fetchall()
+        return [DedupEntry(*row) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None

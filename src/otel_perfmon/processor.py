@@ -1,0 +1,293 @@
+"""``PerfmonSpanProcessor``: the OTel SpanProcessor that profiles slow server spans.
+
+Request path (``on_start`` / ``on_end``, called by the SDK on the request thread or event
+loop): decide eligibility (local-root SERVER span, URL filters, profiling policy), start or
+stop a pyinstrument session, schedule the watchdog, and for a slow span capture the request
+data and enqueue it. Nothing there does I/O, renders, or raises into the app.
+
+Background: the watchdog sets ``perfmon.slow`` / ``perfmon.report.id`` / ``perfmon.report.url``
+on spans that pass their threshold while still open (after asking the dedup store which
+report they belong to); the worker builds, deduplicates, renders and writes reports, then
+hands them to the exporters.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+import time
+from contextvars import ContextVar
+from typing import Any, Dict, Optional
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import SpanKind
+
+from otel_perfmon import attributes as attr
+from otel_perfmon.config import PerfmonConfig, compile_url_patterns
+from otel_perfmon.dedup import Claim, DedupStore, fingerprint, open_store
+from otel_perfmon.dispatch import BackgroundQueue, Dispatcher
+from otel_perfmon.policy import make_policy
+from otel_perfmon.profiling import SpanProfile
+from otel_perfmon.profiling.threads import ACTIVE_PROFILE
+from otel_perfmon.report.capture import (UrlFilter, find_request_headers, headers_from_attributes,
+                                         http_info, select_headers)
+from otel_perfmon.stats import Stats, log_once
+
+_logger = logging.getLogger(__name__)
+
+#: Set by ``@profile`` around the start of its span: its threshold in seconds (<= 0: the
+#: configured one). Spans started while it is set are profiled whatever their kind.
+FORCED_THRESHOLD: ContextVar[Optional[float]] = ContextVar("otel_perfmon_forced_threshold", default=None)
+
+
+def new_report_id(now: Optional[float] = None) -> str:
+    """A sortable, file-name-safe id: ``20261122-095000-1a2b3c4d``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
+    return f"{stamp}-{secrets.token_hex(4)}"
+
+
+class _Tracked:
+    """State of one eligible span between start and end."""
+
+    __slots__ = ("span", "threshold_seconds", "profile", "token", "ended", "claim")
+
+    def __init__(self, span: Span, threshold_seconds: float) -> None:
+        self.span = span
+        self.threshold_seconds = threshold_seconds
+        self.profile: Optional[SpanProfile] = None
+        self.token: Any = None
+        self.ended = False
+        self.claim: Optional[Claim] = None
+
+
+class CapturedSpan:
+    """What the request path hands to the worker for one slow span (plain data)."""
+
+    __slots__ = ("tracked", "trace_id", "span_id", "span_name", "service_name", "start_ns", "end_ns",
+                 "threshold_seconds", "interval_seconds", "http", "headers", "fingerprint", "profile")
+
+    def __init__(self, **values: Any) -> None:
+        for key, value in values.items():
+            setattr(self, key, value)
+
+
+def _service_name(span: Any) -> str:
+    resource = getattr(span, "resource", None)
+    name = resource.attributes.get("service.name") if resource is not None else None
+    return str(name) if name else "unknown_service"
+
+
+def span_fingerprint(span: Any) -> str:
+    """Fingerprint of a span: service + method + route template (see :func:`dedup.fingerprint`)."""
+    info = http_info(span.attributes or {}, span.name)
+    if info["method"] is None and not info["route"].startswith("/"):
+        return fingerprint(_service_name(span), "FUNCTION", span.name)
+    return fingerprint(_service_name(span), info["method"] or "", info["route"])
+
+
+class PerfmonSpanProcessor(SpanProcessor):
+    """Profiles eligible spans and reports the slow ones. Add it with
+    ``tracer_provider.add_span_processor(...)``, or let ``configure_perfmon`` do it.
+
+    ``config`` must be validated (``resolve_config``). ``exporters`` are built exporter
+    instances. Hooks never raise; errors are logged once and counted in ``stats``.
+    """
+
+    def __init__(self, config: PerfmonConfig, exporters: Optional[list] = None,
+                 store: Optional[DedupStore] = None) -> None:
+        from otel_perfmon.watchdog import Watchdog
+
+        self.config = config
+        self.stats = Stats()
+        self._enabled = config.enabled
+        self._threshold = config.threshold_seconds
+        self._interval = config.profile_interval_seconds
+        self._policy = make_policy(config.profile_policy)
+        self._url_filter = UrlFilter(compile_url_patterns("include_urls", config.include_urls),
+                                     compile_url_patterns("exclude_urls", config.exclude_urls))
+        self._capture = frozenset(h.lower() for h in config.capture_headers)
+        self._redact = frozenset(h.lower() for h in config.redact_headers)
+        self.report_dir = os.path.abspath(config.report_dir)
+        self.store = store if store is not None else open_store(config.dedup_store, self.report_dir)
+        self._tracked: Dict[int, _Tracked] = {}
+        self._claim_lock = threading.Lock()
+        self._watchdog = Watchdog(self._on_deadline, self._background_error)
+        self._worker = BackgroundQueue("otel-perfmon-worker", self._process, config.queue_size,
+                                       on_drop=self._dropped, on_error=self._background_error)
+        self.dispatcher = Dispatcher(exporters or [], config.export_timeout_seconds,
+                                     config.queue_size, self.stats)
+        self._shutdown = False
+
+    # ------------------------------------------------------------------ request path
+    def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
+        if not self._enabled or self._shutdown:
+            return
+        try:
+            threshold = FORCED_THRESHOLD.get()
+            if threshold is not None:  # an @profile span: any kind, any parent
+                threshold = threshold if threshold > 0 else self._threshold
+            else:
+                if span.kind is not SpanKind.SERVER:
+                    return
+                parent = span.parent
+                if parent is not None and parent.is_valid and not parent.is_remote:
+                    return
+                if self._url_filter.active and not self._url_filter.allows(span.attributes or {}, span.name):
+                    return
+                threshold = self._threshold
+            self.stats.incr("spans_started")
+            tracked = _Tracked(span, threshold)
+            if self._policy.should_profile(span.name):
+                tracked.profile = self._start_profile(tracked)
+            self._tracked[span.context.span_id] = tracked
+            self._watchdog.schedule(time.monotonic() + threshold, tracked)
+        except Exception:
+            self._hook_error("on_start")
+
+    def _start_profile(self, tracked: _Tracked) -> Optional[SpanProfile]:
+        profile = SpanProfile(self._interval)
+        try:
+            profile.start(tracked.span.name)
+        except Exception:
+            # e.g. an @profile coroutine inside an already-profiled task: pyinstrument allows
+            # one async-context profiler per task. The span is still timed and reported.
+            log_once(_logger, "profile-start", "could not start a profiler for %s", tracked.span.name)
+            return None
+        if profile.is_async:
+            tracked.token = ACTIVE_PROFILE.set(profile)
+        self.stats.incr("spans_profiled")
+        return profile
+
+    def _stop_profile(self, tracked: _Tracked) -> Optional[SpanProfile]:
+        profile = tracked.profile
+        if profile is None:
+            return None
+        if tracked.token is not None:
+            try:
+                ACTIVE_PROFILE.reset(tracked.token)
+            except ValueError:  # ended in another context than it started
+                ACTIVE_PROFILE.set(None)
+        if profile.thread_id != threading.get_ident():
+            log_once(_logger, "profile-thread", "span %s ended on another thread than it started; "
+                     "its profile is discarded", tracked.span.name, exc_info=False)
+            return None
+        profile.stop()
+        return profile
+
+    def on_end(self, span: ReadableSpan) -> None:
+        try:
+            tracked = self._tracked.pop(span.context.span_id, None)
+            if tracked is None:
+                return
+            tracked.ended = True
+            profile = self._stop_profile(tracked)
+            start_ns, end_ns = span.start_time or 0, span.end_time or 0
+            duration = (end_ns - start_ns) / 1e9
+            slow = duration > tracked.threshold_seconds
+            self._policy.on_span_end(span.name, duration, profile is not None, slow)
+            if not slow:
+                return
+            self.stats.incr("slow_spans")
+            attributes = span.attributes or {}
+            pairs = find_request_headers()
+            if pairs is None:
+                pairs = headers_from_attributes(attributes)
+            captured = CapturedSpan(
+                tracked=tracked, trace_id=span.context.trace_id, span_id=span.context.span_id,
+                span_name=span.name, service_name=_service_name(span), start_ns=start_ns, end_ns=end_ns,
+                threshold_seconds=tracked.threshold_seconds, interval_seconds=self._interval,
+                http=http_info(attributes, span.name), headers=select_headers(pairs, self._capture, self._redact),
+                fingerprint=None, profile=profile)
+            self._worker.submit(captured)
+        except Exception:
+            self._hook_error("on_end")
+
+    # ------------------------------------------------------------------ background
+    def _claim(self, tracked: _Tracked) -> Claim:
+        with self._claim_lock:
+            if tracked.claim is None:
+                now = time.time()
+                tracked.claim = self.store.claim(span_fingerprint(tracked.span), new_report_id(now),
+                                                 now, self.config.dedup_window_seconds)
+            return tracked.claim
+
+    def link_attributes(self, report_id: str) -> Dict[str, Any]:
+        """The ``perfmon.*`` attributes that link a slow span to ``report_id``."""
+        values: Dict[str, Any] = {attr.PERFMON_SLOW: True, attr.PERFMON_REPORT_ID: report_id}
+        url = self.config.report_url(report_id)
+        if url:
+            values[attr.PERFMON_REPORT_URL] = url
+        return values
+
+    def _on_deadline(self, tracked: _Tracked) -> None:
+        # watchdog thread: the span is still open and has just become slow.
+        claim = self._claim(tracked)
+        if not tracked.ended and tracked.span.is_recording():
+            tracked.span.set_attributes(self.link_attributes(claim.report_id))
+
+    def _process(self, captured: CapturedSpan) -> None:
+        # worker thread: dedup decision, build, render, write, dispatch.
+        from otel_perfmon.report.build import build_report
+        from otel_perfmon.report.render import write_report_files
+
+        tracked = captured.tracked
+        claim = self._claim(tracked)
+        captured.fingerprint = span_fingerprint(tracked.span)
+        tracked.span = None  # type: ignore[assignment]  # drop the SDK span reference early
+        duration_ms = (captured.end_ns - captured.start_ns) / 1e6
+        trace_id = f"{captured.trace_id:032x}"
+        if not claim.is_new:
+            self.stats.incr("reports_deduplicated")
+            self.store.record_occurrence(captured.fingerprint, claim.report_id, duration_ms, trace_id, time.time())
+            return
+        try:
+            report = build_report(captured, claim.report_id, self.report_dir, self.config.report_url(claim.report_id))
+            write_report_files(report)
+        except Exception:
+            self.stats.incr("reports_dropped")
+            self.store.release(captured.fingerprint, claim.report_id)
+            raise
+        self.stats.incr("reports_created")
+        self.store.record_occurrence(captured.fingerprint, claim.report_id, duration_ms, trace_id, time.time())
+        report.session = None  # the exporters get the rendered files, not the raw samples
+        self.dispatcher.dispatch(report)
+
+    def _dropped(self, captured: Any) -> None:
+        self.stats.incr("reports_dropped")
+        log_once(_logger, "queue-full", "report queue full or closed; slow span reports are being dropped",
+                 exc_info=False)
+
+    def _background_error(self, exc: BaseException) -> None:
+        self.stats.incr("internal_errors")
+        log_once(_logger, f"background:{type(exc).__name__}", "background error: %r", exc)
+
+    def _hook_error(self, hook: str) -> None:
+        self.stats.incr("internal_errors")
+        log_once(_logger, f"hook:{hook}", "error in %s (the request is unaffected)", hook)
+
+    # ------------------------------------------------------------------ lifecycle
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Wait until queued reports are written and exported; ``timeout_millis`` in ms."""
+        deadline = time.monotonic() + timeout_millis / 1000.0
+        ok = self._worker.flush(timeout_millis / 1000.0)
+        return self.dispatcher.flush(max(0.0, deadline - time.monotonic())) and ok
+
+    def shutdown(self, timeout_seconds: float = 5.0) -> None:
+        """Stop the threads, export what is queued within ``timeout_seconds``, close the store.
+
+        Also called (without arguments) by the TracerProvider at its shutdown. Idempotent.
+        """
+        if self._shutdown:
+            return
+        self._shutdown = True
+        deadline = time.monotonic() + timeout_seconds
+        self._watchdog.close(0.5)
+        self._worker.close(max(0.0, deadline - time.monotonic()))
+        self.dispatcher.close(max(0.0, deadline - time.monotonic()))
+        try:
+            self.store.close()
+        except Exception:
+            self._hook_error("shutdown")

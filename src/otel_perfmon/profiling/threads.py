@@ -1,0 +1,67 @@
+"""Profile the worker threads that run sync FastAPI / Starlette routes.
+
+FastAPI runs ``def`` endpoints and sync dependencies through
+``starlette.concurrency.run_in_threadpool`` -> ``anyio.to_thread.run_sync``. pyinstrument
+samples only the thread it started on, so the event loop's profile shows nothing but
+``run_sync_in_worker_thread`` (the blind spot of the older middlewares). :func:`install` wraps
+``anyio.to_thread.run_sync`` once per process: when the calling task's span is being
+profiled, the callable runs under its own pyinstrument profiler in the worker thread and the
+session is attached to the span's profile. Calls outside a profiled span pass straight through
+(one ContextVar read).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from contextvars import ContextVar
+from typing import Any, Callable, Optional
+
+_logger = logging.getLogger(__name__)
+
+#: The SpanProfile of the task currently running (set only for event-loop spans).
+ACTIVE_PROFILE: ContextVar[Optional[Any]] = ContextVar("otel_perfmon_active_profile", default=None)
+
+_MARK = "__otel_perfmon_wrapped__"
+
+
+def _run_profiled(profile: Any, func: Callable[..., Any], *args: Any) -> Any:
+    # Runs in the anyio worker thread. The name is matched when grafting (span_profile.py).
+    from pyinstrument import Profiler
+
+    try:
+        profiler = Profiler(interval=profile.interval_seconds, async_mode="disabled")
+        profiler.start()
+    except Exception:  # never break the route because profiling failed
+        _logger.debug("otel-perfmon: could not profile worker thread", exc_info=True)
+        return func(*args)
+    try:
+        return func(*args)
+    finally:
+        try:
+            profile.add_thread_session(profiler.stop())
+        except Exception:
+            _logger.debug("otel-perfmon: could not stop worker-thread profiler", exc_info=True)
+
+
+def install() -> bool:
+    """Wrap ``anyio.to_thread.run_sync`` (idempotent). Returns False when anyio is absent."""
+    try:
+        import anyio.to_thread as to_thread
+    except ImportError:
+        return False
+    original = to_thread.run_sync
+    if getattr(original, _MARK, False):
+        return True
+
+    @functools.wraps(original)
+    async def run_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        profile = ACTIVE_PROFILE.get()
+        if profile is not None and profile.running:
+            func = functools.partial(_run_profiled, profile, func)
+        return await original(func, *args, **kwargs)
+
+    setattr(run_sync, _MARK, True)
+    run_sync.__wrapped_original__ = original  # type: ignore[attr-defined]
+    to_thread.run_sync = run_sync
+    return True

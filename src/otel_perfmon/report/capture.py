@@ -1,0 +1,185 @@
+"""Cheap capture of request data at span end (request thread / event loop).
+
+Everything here is bounded work on data already in memory: span attributes (both HTTP
+semantic-convention modes: ``http.method``/``http.target`` and the stable
+``http.request.method``/``url.path``), and the request headers, which are found by walking up
+the calling frames to the WSGI ``environ`` or ASGI ``scope`` that the server framework holds
+(only for slow spans, so fast requests pay nothing). Headers are filtered and redacted here so
+secrets never enter the queue.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Pattern, Sequence, Tuple
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from otel_perfmon.config import REDACTED, SENSITIVE_NAME_PARTS
+
+MAX_HEADER_VALUE_CHARS = 1000
+_MAX_FRAME_DEPTH = 48
+#: Query parameters are also redacted when their name contains one of these.
+_SENSITIVE_QUERY_PARTS = SENSITIVE_NAME_PARTS + ("key", "auth", "signature", "credential")
+
+
+def _first(attributes: Mapping[str, Any], *keys: str) -> Any:
+    for key in keys:
+        value = attributes.get(key)
+        if value is not None:
+            return value
+    return None
+
+
+def http_info(attributes: Mapping[str, Any], span_name: str) -> Dict[str, Any]:
+    """Method, route, path, query and status from span attributes (old or stable semconv)."""
+    method = _first(attributes, "http.request.method", "http.method")
+    route = _first(attributes, "http.route")
+    path = _first(attributes, "url.path")
+    query = _first(attributes, "url.query")
+    if path is None:
+        target = _first(attributes, "http.target")
+        if target is None:
+            url = _first(attributes, "url.full", "http.url")
+            target = None if url is None else urlsplit(str(url))._replace(scheme="", netloc="").geturl()
+        if target is not None:
+            path, _, query_part = str(target).partition("?")
+            query = query if query is not None else (query_part or None)
+    status = _first(attributes, "http.response.status_code", "http.status_code")
+    if route is None:
+        name_parts = span_name.split(" ", 1)
+        route = name_parts[1] if len(name_parts) == 2 and name_parts[1].startswith("/") else (path or span_name)
+    return {
+        "method": str(method) if method is not None else None,
+        "route": str(route),
+        "path": str(path) if path is not None else None,
+        "query": redact_query(str(query)) if query else "",
+        "status_code": int(status) if isinstance(status, (int, float, str)) and str(status).isdigit() else None,
+    }
+
+
+def is_sensitive(name: str, redact: Iterable[str]) -> bool:
+    lowered = name.lower()
+    return lowered in redact or any(part in lowered for part in SENSITIVE_NAME_PARTS)
+
+
+def truncate(value: str, limit: int = MAX_HEADER_VALUE_CHARS) -> str:
+    if len(value) <= limit:
+        return value
+    return value[:limit] + f"…[truncated {len(value) - limit} chars]"
+
+
+def redact_query(query: str) -> str:
+    """Replace values of sensitive-looking query parameters by ``[REDACTED]``."""
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True)
+    except ValueError:
+        return truncate(query)
+    if not any(any(p in k.lower() for p in _SENSITIVE_QUERY_PARTS) for k, _ in pairs):
+        return truncate(query)
+    cleaned = [(k, REDACTED if any(p in k.lower() for p in _SENSITIVE_QUERY_PARTS) else v) for k, v in pairs]
+    return truncate(urlencode(cleaned, safe="[]"))
+
+
+def select_headers(pairs: Iterable[Tuple[str, str]], capture: Iterable[str],
+                   redact: Iterable[str]) -> Dict[str, str]:
+    """Keep captured headers, replace sensitive ones by ``[REDACTED]``, truncate long values.
+
+    Names are lower-cased; repeated headers are joined with ``", "``. ``capture`` and
+    ``redact`` must already be lower-cased sets.
+    """
+    out: Dict[str, str] = {}
+    for raw_name, raw_value in pairs:
+        name = raw_name.lower()
+        sensitive = is_sensitive(name, redact)
+        if name not in capture and not sensitive:
+            continue
+        value = REDACTED if sensitive else truncate(raw_value)
+        out[name] = value if name not in out or sensitive else truncate(out[name] + ", " + value)
+    return out
+
+
+def _environ_headers(environ: Mapping[str, Any]) -> List[Tuple[str, str]]:
+    pairs = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            pairs.append((key[5:].replace("_", "-"), str(value)))
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            pairs.append((key.replace("_", "-"), str(value)))
+    return pairs
+
+
+def _scope_headers(scope: Mapping[str, Any]) -> List[Tuple[str, str]]:
+    pairs = []
+    for name, value in scope.get("headers") or ():
+        pairs.append((bytes(name).decode("latin-1"), bytes(value).decode("latin-1")))
+    return pairs
+
+
+def find_request_headers(start_depth: int = 1) -> Optional[List[Tuple[str, str]]]:
+    """Headers of the request being served on this thread/task, found in a caller's frame.
+
+    Looks for a WSGI ``environ`` (a dict with ``wsgi.version``) or an ASGI ``scope``
+    (``type`` http/websocket) among the locals of up to 48 calling frames. Returns None when
+    neither is found. Cost: tens of µs; called only for slow spans.
+    """
+    try:
+        frame = sys._getframe(start_depth + 1)
+    except ValueError:
+        return None
+    depth = 0
+    while frame is not None and depth < _MAX_FRAME_DEPTH:
+        local_vars = frame.f_locals
+        environ = local_vars.get("environ")
+        if isinstance(environ, dict) and "wsgi.version" in environ:
+            return _environ_headers(environ)
+        scope = local_vars.get("scope")
+        if isinstance(scope, dict) and scope.get("type") in ("http", "websocket"):
+            return _scope_headers(scope)
+        frame = frame.f_back
+        depth += 1
+    return None
+
+
+def headers_from_attributes(attributes: Mapping[str, Any]) -> List[Tuple[str, str]]:
+    """Headers OTel's instrumentors captured as ``http.request.header.<name>`` attributes."""
+    pairs = []
+    for key, value in attributes.items():
+        if key.startswith("http.request.header."):
+            name = key[len("http.request.header."):].replace("_", "-")
+            values = value if isinstance(value, (list, tuple)) else [value]
+            pairs.append((name, ", ".join(str(v) for v in values)))
+    return pairs
+
+
+class UrlFilter:
+    """Include/exclude globs matched against path and route. Include wins over exclude."""
+
+    __slots__ = ("_include", "_exclude", "active")
+
+    def __init__(self, include: Sequence[Pattern[str]], exclude: Sequence[Pattern[str]]) -> None:
+        self._include = list(include)
+        self._exclude = list(exclude)
+        self.active = bool(self._include or self._exclude)
+
+    @staticmethod
+    def _matches(patterns: Sequence[Pattern[str]], candidates: Sequence[str]) -> bool:
+        return any(p.match(c) for p in patterns for c in candidates)
+
+    def allows(self, attributes: Mapping[str, Any], span_name: str) -> bool:
+        """True when a span with these start attributes may be profiled. Request path; cheap."""
+        if not self.active:
+            return True
+        info = http_info(attributes, span_name)
+        candidates = [c for c in (info["path"], info["route"]) if c]
+        if self._include:
+            return self._matches(self._include, candidates)
+        return not self._matches(self._exclude, candidates)
+
+
+_SAFE_ID = re.compile(r"^[0-9a-z][0-9a-z-]{7,63}$")
+
+
+def is_valid_report_id(report_id: str) -> bool:
+    """True when ``report_id`` matches ``[0-9a-z][0-9a-z-]{7,63}`` (safe as a file name)."""
+    return bool(_SAFE_ID.match(report_id))

@@ -1,0 +1,120 @@
+"""Renderers: one small class per output format (pyinstrument's renderer style).
+
+``JsonRenderer``, ``HtmlRenderer`` (pyinstrument's interactive call tree, self-contained,
+with an escaped request panel above it) and ``MarkdownRenderer``. Each has
+``render(report) -> str``. :func:`write_report_files` writes the three files atomically
+(0600) into the report directory (0700). Background worker only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any, List
+
+import jinja2
+
+from otel_perfmon.report.model import Report
+
+#: Reports open from disk with no network: pyinstrument's viewer would fetch a web font, and
+#: this policy also stops any script or request that escaped escaping.
+CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                           "img-src data:; font-src data:")
+_HEAD = ('<head>\n<meta http-equiv="Content-Security-Policy" content="' + CONTENT_SECURITY_POLICY + '">\n'
+         '<title>perfmon report {report_id}</title>')
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
+
+
+def md_escape(value: Any) -> str:
+    """Escape text for a Markdown table cell or line: Markdown syntax, HTML and newlines."""
+    text = "" if value is None else str(value)
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("otel_perfmon.report", "templates"),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        keep_trailing_newline=True,
+    )
+    env.filters["md"] = md_escape
+    return env
+
+
+_ENV = None
+
+
+def templates() -> jinja2.Environment:
+    global _ENV
+    if _ENV is None:
+        _ENV = _environment()
+    return _ENV
+
+
+class JsonRenderer:
+    """``report.to_dict()`` as indented, ASCII-only JSON."""
+
+    suffix = "json"
+
+    def render(self, report: Report) -> str:
+        return json.dumps(report.to_dict(), indent=2, ensure_ascii=True) + "\n"
+
+
+class HtmlRenderer:
+    """Self-contained HTML: escaped request panel + pyinstrument's interactive call tree."""
+
+    suffix = "html"
+
+    def render(self, report: Report) -> str:
+        panel = templates().get_template("report_panel.html").render(report=report)
+        if report.session is not None and report.session.frame_records:
+            from pyinstrument.renderers import HTMLRenderer
+
+            page = HTMLRenderer().render(report.session)
+            page = page.replace("<head>", _HEAD.format(report_id=report.report_id), 1)
+            return page.replace("<body>", "<body>\n" + panel, 1)
+        return ("<!DOCTYPE html><html>" + _HEAD.format(report_id=report.report_id)
+                + '<meta charset="utf-8"></head><body>\n' + panel + "</body></html>\n")
+
+
+class MarkdownRenderer:
+    """Markdown summary: request, headers, hotspots, and the text call tree in a code block."""
+
+    suffix = "md"
+
+    def render(self, report: Report) -> str:
+        tree = report.call_tree_text.replace("```", "`\u200b``")
+        return templates().get_template("report.md.j2").render(report=report, call_tree=tree)
+
+
+RENDERERS = (JsonRenderer(), HtmlRenderer(), MarkdownRenderer())
+
+
+def ensure_report_dir(path: str) -> None:
+    """Create ``path`` with mode 0700 if missing (parents too)."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def write_report_files(report: Report) -> List[str]:
+    """Render and write ``<id>.json``, ``<id>.html``, ``<id>.md``; returns their paths.
+
+    Raises OSError on I/O failure (the worker counts it). Background worker only.
+    """
+    ensure_report_dir(report.report_dir)
+    paths = []
+    for renderer in RENDERERS:
+        path = os.path.join(report.report_dir, f"{report.report_id}.{renderer.suffix}")
+        _write_atomic(path, renderer.render(report))
+        paths.append(path)
+    return paths
