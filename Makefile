@@ -1,0 +1,30 @@
+# make test: venv + install + Debian packages the tests need + pytest.  make demo: see README.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+
+.PHONY: install test demo system-deps clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[all,test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# redis-server for the Redis dedup-store tests (real server on a loopback port).
+system-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else echo "warning: redis-server missing and apt-get unavailable; Redis tests will be skipped"; fi; }
+
+test: install system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(PY) examples/demo.py
+
+clean:
+	rm -rf $(VENV) perfmon-reports .pytest_cache
