@@ -1,0 +1,132 @@
+"""Shared fixtures: free ports, real server subprocesses (gunicorn / uvicorn), exported spans."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(ROOT, "examples")
+BIN = os.path.dirname(sys.executable)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get(url: str, headers: Optional[Dict[str, str]] = None, timeout: float = 30.0):
+    """(status, body bytes) of a GET; HTTP errors return their status too."""
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+class Server:
+    """A server subprocess on 127.0.0.1:<port>; ``url(path)`` builds request URLs."""
+
+    def __init__(self, process: subprocess.Popen, port: int, log_path: str) -> None:
+        self.process, self.port, self.log_path = process, port, log_path
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def log(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+
+
+@contextmanager
+def run_server(argv: List[str], env: Dict[str, str], port: int, log_path: str, cwd: str = EXAMPLES,
+               health_path: str = "/health", timeout: float = 60.0) -> Iterator[Server]:
+    """Start ``argv``, wait until ``health_path`` answers 200 (deadline ``timeout``), yield,
+    then stop it with SIGTERM (SIGKILL after 20 s)."""
+    full_env = dict(os.environ)
+    full_env.update(env)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(argv, env=full_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    server = Server(process, port, log_path)
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}:\n{server.log()}")
+        try:
+            return http_get(server.url(health_path), timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(healthy, timeout, 0.1, f"{argv[0]} to serve {health_path}")
+        yield server
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+
+
+def gunicorn_argv(module: str, port: int, workers: int = 2, extra: Optional[List[str]] = None) -> List[str]:
+    return [os.path.join(BIN, "gunicorn"), "-w", str(workers), "-b", f"127.0.0.1:{port}",
+            "--graceful-timeout", "5", "--log-level", "warning", *(extra or []), module]
+
+
+def uvicorn_argv(module: str, port: int, extra: Optional[List[str]] = None) -> List[str]:
+    return [os.path.join(BIN, "uvicorn"), "--host", "127.0.0.1", "--port", str(port),
+            "--log-level", "warning", *(extra or []), module]
+
+
+def read_spans(span_dir: str) -> List[dict]:
+    """Spans written by examples/tracing_setup.py (SDK ConsoleSpanExporter, JSON lines)."""
+    spans = []
+    for path in glob.glob(os.path.join(span_dir, "spans-*.jsonl")):
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    spans.append(json.loads(line))
+    return spans
+
+
+def read_reports(report_dir: str) -> List[dict]:
+    reports = []
+    for path in sorted(glob.glob(os.path.join(report_dir, "*.json"))):
+        with open(path, encoding="utf-8") as handle:
+            reports.append(json.load(handle))
+    return reports
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """A fresh directory with ``reports/`` and ``spans/`` paths (not created)."""
+    return {"root": str(tmp_path), "reports": str(tmp_path / "reports"), "spans": str(tmp_path / "spans"),
+            "log": str(tmp_path / "server.log")}
