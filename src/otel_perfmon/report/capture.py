@@ -45,6 +45,9 @@ def http_info(attributes: Mapping[str, Any], span_name: str) -> Dict[str, Any]:
         if target is not None:
             path, _, query_part = str(target).partition("?")
             query = query if query is not None else (query_part or None)
+    if query is None:  # the ASGI instrumentation puts the query only in the full URL
+        url = _first(attributes, "url.full", "http.url")
+        query = urlsplit(str(url)).query or None if url is not None else None
     status = _first(attributes, "http.response.status_code", "http.status_code")
     if route is None:
         name_parts = span_name.split(" ", 1)
