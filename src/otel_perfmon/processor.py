@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
 from otel_perfmon import attributes as attr
+from otel_perfmon import metrics
 from otel_perfmon.config import PerfmonConfig, compile_url_patterns
 from otel_perfmon.dedup import Claim, DedupStore, fingerprint, open_store
 from otel_perfmon.dispatch import BackgroundQueue, Dispatcher
@@ -102,6 +103,7 @@ class PerfmonSpanProcessor(SpanProcessor):
 
         self.config = config
         self.stats = Stats()
+        metrics.register(self.stats)  # perfmon.* instruments on the global MeterProvider
         self._enabled = config.enabled
         self._threshold = config.threshold_seconds
         self._interval = config.profile_interval_seconds
@@ -238,6 +240,7 @@ class PerfmonSpanProcessor(SpanProcessor):
         captured.fingerprint = span_fingerprint(tracked.span)
         tracked.span = None  # type: ignore[assignment]  # drop the SDK span reference early
         duration_ms = (captured.end_ns - captured.start_ns) / 1e6
+        metrics.record_slow_span(duration_ms, captured.http)
         trace_id = f"{captured.trace_id:032x}"
         if not claim.is_new:
             self.stats.incr("reports_deduplicated")
