@@ -1,0 +1,76 @@
+"""Zero-code otel-perfmon: the ``perfmon`` instrumentor for ``opentelemetry-instrument``.
+
+Usage (the app never imports otel_perfmon)::
+
+    pip install otel-perfmon opentelemetry-distro opentelemetry-exporter-otlp-proto-http \\
+        opentelemetry-instrumentation-flask          # or -fastapi
+    export OTEL_SERVICE_NAME=shop
+    export OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318
+    export OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf
+    export OTEL_PERFMON_THRESHOLD_SECONDS=0.5
+    opentelemetry-instrument gunicorn -w 4 app:app     # or: uvicorn app:app, python app.py
+
+The launcher runs the SDK configurator first (TracerProvider, MeterProvider, LoggerProvider
+from the ``OTEL_*`` variables), then every ``opentelemetry_instrumentor`` entry point; ours
+calls :func:`otel_perfmon.configure_perfmon` with no arguments, so it is configured only by the
+``OTEL_PERFMON_*`` variables (see README.md), and adds its SpanProcessor to that provider
+(or to the one the app sets later). OTel's Flask / FastAPI instrumentors create the SERVER
+spans. gunicorn imports the app in the master and forks the workers; otel-perfmon's
+threads start lazily and again in each worker (``os.register_at_fork``).
+
+Configuration::
+
+    export OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=perfmon   # turn it off (the launcher skips it)
+    export OTEL_PERFMON_ENABLED=false                      # or: loaded, but profiles nothing
+    export OTEL_PERFMON_EXPORTERS=otlp                     # reports as OTLP log events too
+
+The instrumentor declares no instrumented library (``instrumentation_dependencies`` is
+empty), so it loads whether or not Flask or FastAPI is installed, and it never lets an
+exception reach the launcher (which would abort the instrumentors after it): failures are
+logged and otel-perfmon stays off.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Collection, Optional
+
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+
+_logger = logging.getLogger(__name__)
+
+
+class PerfmonInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Entry point ``opentelemetry_instrumentor: perfmon``.
+
+    ``instrument()`` (called by the launcher with no arguments, in the process that starts
+    the app, before the app is imported) configures otel-perfmon from ``OTEL_PERFMON_*``;
+    ``uninstrument()`` shuts it down. Neither raises. The handle is ``handle`` (or None when
+    configuration failed).
+    """
+
+    handle: Optional[Any] = None
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        """No instrumented library: load whatever frameworks are installed."""
+        return ()
+
+    def _instrument(self, **kwargs: Any) -> None:
+        try:
+            from otel_perfmon.api import configure_perfmon
+
+            tracer_provider = kwargs.get("tracer_provider")
+            type(self).handle = configure_perfmon(tracer_provider=tracer_provider)
+            _logger.debug("otel-perfmon: configured by opentelemetry-instrument (%s)",
+                          type(self).handle.config)
+        except Exception:  # never into the launcher: it would abort the other instrumentors
+            _logger.exception("otel-perfmon: zero-code set-up failed; profiling is off")
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        handle, type(self).handle = type(self).handle, None
+        if handle is None:
+            return
+        try:
+            handle.shutdown(float(kwargs.get("timeout_seconds", 5.0)))
+        except Exception:
+            _logger.exception("otel-perfmon: shutdown failed")
