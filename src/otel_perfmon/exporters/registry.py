@@ -18,6 +18,7 @@ ENTRY_POINT_GROUP = "otel_perfmon.exporters"
 
 _BUILTINS: Dict[str, str] = {
     "console": "otel_perfmon.exporters.console:ConsoleExporter",
+    "otlp": "otel_perfmon.exporters.otlp:OtlpReportExporter",
 }
 
 
