@@ -1,6 +1,8 @@
 """The ``otel-perfmon`` command.
 
 ``otel-perfmon list [--report-dir DIR] [--limit N]``: the reports in a directory, newest first.
+``otel-perfmon serve [--report-dir DIR] [--host H] [--port P] [--auth-token T]``: the report viewer
+(see :mod:`otel_perfmon.viewer`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from otel_perfmon.config import config_from_env
 from otel_perfmon.report.capture import is_valid_report_id
+from otel_perfmon.viewer.command import add_serve_command
 
 
 def iter_reports(report_dir: str) -> Iterator[Dict[str, Any]]:
@@ -54,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="report directory (default: $OTEL_PERFMON_REPORT_DIR or ./perfmon-reports)")
     listing.add_argument("--limit", type=int, default=50, help="at most this many rows (default 50)")
     listing.set_defaults(run=_list)
+    add_serve_command(commands)
     return parser
 
 

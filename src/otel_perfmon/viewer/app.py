@@ -1,0 +1,474 @@
+"""The viewer's Starlette application: pages, JSON API, report files, login.
+
+Routes (all below the mount point when mounted):
+
+==============================  ==========================================================
+``GET /``                        redirect to ``/reports``
+``GET /reports``                 list: filters ``service``, ``route``, ``method``, ``trace_id``,
+                                 ``since``, ``until``; ``sort=time|duration``, ``order=desc|asc``,
+                                 ``page``, ``per_page``
+``GET /reports/{id}``            report page (the page ``report_url_template`` points to)
+``GET /reports/{id}/tree``       the report's self-contained ``<id>.html`` (sandboxed)
+``GET /reports/{id}/download``   zip of ``<id>.html``, ``<id>.md`` and ``<id>.json``
+``GET /routes``                  one row per service + method + route
+``GET /route``                   one route's reports over time (``service``, ``method``, ``route``)
+``GET /api/reports``             JSON list, same filters and paging as ``/reports``
+``GET /api/reports/{id}``        the report JSON
+``GET|POST /login``, ``POST /logout``, ``GET /healthz``, ``GET /static/viewer.css``
+==============================  ==========================================================
+
+Report ids are checked with :func:`~otel_perfmon.report.capture.is_valid_report_id` before
+any file is touched, and files are opened only when their real path is inside report_dir;
+everything else answers 404. Pages are Jinja2 templates with autoescaping on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import math
+import os
+import zipfile
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from urllib.parse import parse_qs, quote, urlencode
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import (HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response)
+from starlette.routing import Route
+
+from otel_perfmon.dedup.base import DedupEntry
+from otel_perfmon.report.capture import is_valid_report_id
+from otel_perfmon.report.render import CONTENT_SECURITY_POLICY as REPORT_FILE_CSP
+from otel_perfmon.viewer import auth
+from otel_perfmon.viewer.index import (ReportFilter, ReportIndex, ReportSummary, format_time,
+                                       parse_time)
+
+DEFAULT_PER_PAGE = 50
+MAX_PER_PAGE = 500
+MAX_LOGIN_BODY_BYTES = 8192
+#: Placeholders a trace-URL template may use (each value is URL-quoted when substituted).
+TRACE_URL_PLACEHOLDERS = ("trace_id", "span_id", "report_id", "service_name")
+
+PAGE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; frame-src 'self'; "
+            "form-action 'self'; base-uri 'none'; frame-ancestors 'self'")
+#: The report file's own policy, plus a sandbox: its scripts run in an opaque origin that
+#: cannot read the viewer's pages, cookies or API.
+TREE_CSP = REPORT_FILE_CSP + "; sandbox allow-scripts allow-popups; frame-ancestors 'self'"
+_SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+                     "Cache-Control": "no-store"}
+_TRACE_ID_HEX = frozenset("0123456789abcdef")
+#: Put first into a report file served sandboxed: in an opaque origin ``localStorage`` throws,
+#: which stops pyinstrument's viewer from rendering; this gives it an in-memory stand-in.
+STORAGE_SHIM = (
+    b'<script>(function(){function mem(){var d={};return{getItem:function(k){return Object.prototype.'
+    b'hasOwnProperty.call(d,k)?d[k]:null},setItem:function(k,v){d[k]=String(v)},removeItem:function(k)'
+    b'{delete d[k]},clear:function(){d={}},key:function(i){return Object.keys(d)[i]||null},'
+    b'get length(){return Object.keys(d).length}}}["localStorage","sessionStorage"].forEach(function(n)'
+    b'{try{window[n].getItem("x")}catch(e){try{Object.defineProperty(window,n,{value:mem(),'
+    b'configurable:true})}catch(e2){}}})})();</script>')
+
+
+@dataclass(frozen=True)
+class ViewerSettings:
+    """What :func:`create_app` was given (see there)."""
+
+    report_dir: str
+    auth_token: Optional[str]
+    trace_url_template: Optional[str]
+    title: str
+
+
+class BadRequest(ValueError):
+    """A query parameter is invalid; answered with 400 and the message."""
+
+
+def trace_url(template: Optional[str], data: Dict[str, Any]) -> Optional[str]:
+    """``template`` with ``{trace_id}``, ``{span_id}``, ``{report_id}``, ``{service_name}``
+    replaced by the URL-quoted values of ``data``; ``None`` without a template or a valid
+    32-hex trace id. Plain replacement, not ``str.format``: Grafana URLs contain braces."""
+    trace_id = str(data.get("trace_id") or "")
+    if not template or len(trace_id) != 32 or not set(trace_id) <= _TRACE_ID_HEX:
+        return None
+    url = template
+    for name in TRACE_URL_PLACEHOLDERS:
+        url = url.replace("{" + name + "}", quote(str(data.get(name) or ""), safe=""))
+    return url
+
+
+def validate_trace_url_template(template: Optional[str]) -> Optional[str]:
+    """Return ``template`` (or ``None``); raise ``ValueError`` unless it is an http(s) URL
+    containing ``{trace_id}``."""
+    if not template:
+        return None
+    if not template.lower().startswith(("http://", "https://")):
+        raise ValueError(f"trace_url_template must start with http:// or https://, got {template!r}")
+    if "{trace_id}" not in template:
+        raise ValueError(f"trace_url_template must contain {{trace_id}}, got {template!r}")
+    return template
+
+
+def _dedup_reader(spec: Optional[str], report_dir: str) -> Optional[Callable[[], Iterable[DedupEntry]]]:
+    """A callable returning the dedup store's entries, or ``None`` for no counts.
+
+    ``sqlite`` is opened only once its file exists (the viewer never creates it); ``memory``
+    lives in another process, so it gives no counts.
+    """
+    if not spec or spec in ("none", "memory"):
+        return None
+    from otel_perfmon.dedup import open_store
+
+    if spec == "sqlite":
+        from otel_perfmon.dedup.sqlite import FILE_NAME
+
+        path = os.path.join(report_dir, FILE_NAME)
+        opened: List[Any] = []
+
+        def read() -> Iterable[DedupEntry]:
+            if not opened:
+                if not os.path.isfile(path):
+                    return []
+                opened.append(open_store("sqlite", report_dir))
+            return opened[0].entries()
+
+        return read
+    return open_store(spec, report_dir).entries
+
+
+def _parse_bound(value: str, name: str, end_of_day: bool) -> Optional[float]:
+    value = value.strip()
+    if not value:
+        return None
+    seconds = parse_time(value)
+    if seconds is None:
+        raise BadRequest(f"{name} must be an ISO-8601 date or date-time, got {value[:40]!r}")
+    if end_of_day and len(value) == 10:  # a bare date: the whole day is included
+        seconds += 86400 - 1e-6
+    return seconds
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name, "")
+    if not raw:
+        return default
+    try:
+        return min(max(int(raw), low), high)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer, got {raw[:20]!r}") from None
+
+
+def _filters(request: Request) -> ReportFilter:
+    q = request.query_params
+    return ReportFilter(service=q.get("service", ""), route=q.get("route", ""), method=q.get("method", "").strip(),
+                        trace_id=q.get("trace_id", "").strip(),
+                        since=_parse_bound(q.get("since", ""), "since", False),
+                        until=_parse_bound(q.get("until", ""), "until", True))
+
+
+def _sort(request: Request) -> Tuple[str, bool]:
+    sort = request.query_params.get("sort", "time")
+    order = request.query_params.get("order", "desc")
+    if sort not in ("time", "duration"):
+        raise BadRequest(f"sort must be time or duration, got {sort[:20]!r}")
+    if order not in ("asc", "desc"):
+        raise BadRequest(f"order must be asc or desc, got {order[:20]!r}")
+    return sort, order == "desc"
+
+
+class Viewer:
+    """The endpoints, sharing one :class:`ReportIndex`. Sync endpoints run in Starlette's
+    thread pool (they read files); async ones only touch memory."""
+
+    def __init__(self, settings: ViewerSettings, index: ReportIndex) -> None:
+        self.settings = settings
+        self.index = index
+        self.real_dir = os.path.realpath(settings.report_dir)
+        self.templates = jinja2.Environment(
+            loader=jinja2.PackageLoader("otel_perfmon.viewer", "templates"),
+            autoescape=True, trim_blocks=True, lstrip_blocks=True)
+        self.templates.filters["when"] = format_time
+        self.templates.filters["ms"] = lambda v: "" if v is None else f"{v:,.1f}"
+
+    # --- helpers ------------------------------------------------------------------------
+    def _render(self, request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+
+        def url(path: str, **params: Any) -> str:
+            query = urlencode([(k, v) for k, v in params.items() if v not in (None, "")])
+            return root + path + ("?" + query if query else "")
+
+        html = self.templates.get_template(name).render(
+            url=url, title=self.settings.title, auth=bool(self.settings.auth_token), **context)
+        return HTMLResponse(html, status_code=status, headers={**_SECURITY_HEADERS,
+                                                               "Content-Security-Policy": PAGE_CSP})
+
+    def _file(self, report_id: str, suffix: str) -> Optional[str]:
+        """Path of ``<report_id>.<suffix>`` if the id is valid and the file's real path is a
+        regular file directly inside report_dir; else ``None``. No file is read."""
+        if not is_valid_report_id(report_id):
+            return None
+        path = os.path.join(self.real_dir, f"{report_id}.{suffix}")
+        real = os.path.realpath(path)
+        if os.path.dirname(real) != self.real_dir or not os.path.isfile(real):
+            return None
+        return real
+
+    def _load(self, report_id: str) -> Optional[Dict[str, Any]]:
+        path = self._file(report_id, "json")
+        if path is None:
+            return None
+        try:
+            with open(path, "rb") as handle:
+                data = json.loads(handle.read())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _not_found(self, request: Request) -> Response:
+        if auth.route_path(request.scope).startswith("/api/"):
+            return JSONResponse({"error": "not found"}, status_code=404, headers=_SECURITY_HEADERS)
+        return self._render(request, "error.html", status=404, message="No such report.")
+
+    def _bad_request(self, request: Request, exc: BadRequest) -> Response:
+        if auth.route_path(request.scope).startswith("/api/"):
+            return JSONResponse({"error": str(exc)}, status_code=400, headers=_SECURITY_HEADERS)
+        return self._render(request, "error.html", status=400, message=str(exc))
+
+    def _summary_json(self, request: Request, r: ReportSummary) -> Dict[str, Any]:
+        entry = self.index.dedup_entry(r.report_id)
+        root = request.scope.get("root_path", "").rstrip("/")
+        return {
+            "report_id": r.report_id, "service_name": r.service_name, "method": r.method or None,
+            "route": r.route, "path": r.path, "status_code": r.status_code, "duration_ms": r.duration_ms,
+            "threshold_ms": r.threshold_ms, "trace_id": r.trace_id, "span_id": r.span_id,
+            "start_time": r.start_time, "fingerprint": r.fingerprint,
+            "occurrences": entry.count if entry else None,
+            "last_seen": format_time(entry.last_seen).replace(" ", "T") if entry else None,
+            "worst_duration_ms": entry.worst_duration_ms if entry else None,
+            "url": f"{root}/reports/{r.report_id}",
+        }
+
+    # --- pages --------------------------------------------------------------------------
+    async def home(self, request: Request) -> Response:
+        return RedirectResponse(request.scope.get("root_path", "").rstrip("/") + "/reports", status_code=303)
+
+    async def healthz(self, request: Request) -> Response:
+        return PlainTextResponse("ok", headers=_SECURITY_HEADERS)
+
+    def list_page(self, request: Request) -> Response:
+        try:
+            flt = _filters(request)
+            sort, descending = _sort(request)
+            per_page = _int_param(request, "per_page", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE)
+            page = self.index.query(flt, sort, descending, _int_param(request, "page", 1, 1, 10**9), per_page)
+        except BadRequest as exc:
+            return self._bad_request(request, exc)
+        q = request.query_params
+        params = {k: q.get(k, "") for k in ("service", "route", "method", "trace_id", "since", "until")}
+        return self._render(request, "list.html", page=page, rows=self._rows(page.items), params=params,
+                            sort=sort, order="desc" if descending else "asc", per_page=per_page,
+                            services=self.index.services(), methods=self.index.methods(),
+                            routes=self.index.routes(), total_reports=len(self.index))
+
+    def _rows(self, items: Iterable[ReportSummary]) -> List[Dict[str, Any]]:
+        rows = []
+        for r in items:
+            entry = self.index.dedup_entry(r.report_id)
+            rows.append({"r": r, "occurrences": entry.count if entry else None,
+                         "last_seen": entry.last_seen if entry else None})
+        return rows
+
+    def report_page(self, request: Request) -> Response:
+        report_id = request.path_params["report_id"]
+        data = self._load(report_id)
+        if data is None:
+            return self._not_found(request)
+        http = data.get("http") if isinstance(data.get("http"), dict) else {}
+        profile = data.get("profile") if isinstance(data.get("profile"), dict) else {}
+        headers = data.get("headers") if isinstance(data.get("headers"), dict) else {}
+        hotspots = [h for h in profile.get("hotspots") or [] if isinstance(h, dict)]
+        host = data.get("host") if isinstance(data.get("host"), dict) else {}
+        return self._render(request, "report.html", report_id=report_id, data=data, http=http, profile=profile,
+                            headers=headers, hotspots=hotspots, host=host,
+                            entry=self.index.dedup_entry(report_id),
+                            trace_url=trace_url(self.settings.trace_url_template, data),
+                            has_tree=self._file(report_id, "html") is not None)
+
+    def report_tree(self, request: Request) -> Response:
+        path = self._file(request.path_params["report_id"], "html")
+        if path is None:
+            return self._not_found(request)
+        with open(path, "rb") as handle:
+            body = handle.read()
+        head = body.find(b"<head>")
+        if head >= 0:
+            body = body[:head + 6] + STORAGE_SHIM + body[head + 6:]
+        return Response(body, media_type="text/html; charset=utf-8",
+                        headers={**_SECURITY_HEADERS, "Content-Security-Policy": TREE_CSP})
+
+    def report_download(self, request: Request) -> Response:
+        report_id = request.path_params["report_id"]
+        paths = [(suffix, self._file(report_id, suffix)) for suffix in ("html", "md", "json")]
+        if paths[2][1] is None:
+            return self._not_found(request)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for suffix, path in paths:
+                if path is not None:
+                    archive.write(path, f"{report_id}.{suffix}")
+        return Response(buffer.getvalue(), media_type="application/zip", headers={
+            **_SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="perfmon-{report_id}.zip"'})
+
+    def routes_page(self, request: Request) -> Response:
+        groups = self.index.route_groups()
+        service = request.query_params.get("service", "")
+        if service:
+            groups = [g for g in groups if g.service_name == service]
+        return self._render(request, "routes.html", groups=groups, service=service,
+                            services=self.index.services())
+
+    def route_page(self, request: Request) -> Response:
+        q = request.query_params
+        try:
+            flt = ReportFilter(service=q.get("service", ""), method=q.get("method", ""),
+                               route=q.get("route", ""),
+                               since=_parse_bound(q.get("since", ""), "since", False),
+                               until=_parse_bound(q.get("until", ""), "until", True))
+        except BadRequest as exc:
+            return self._bad_request(request, exc)
+        if not flt.route:
+            return self._bad_request(request, BadRequest("route is required"))
+        page = self.index.query(flt, "time", False, 1, 10**9)
+        return self._render(request, "route.html", flt=flt, rows=self._rows(reversed(page.items)),
+                            chart=_chart(page.items), total=page.total)
+
+    # --- API ----------------------------------------------------------------------------
+    def api_list(self, request: Request) -> Response:
+        try:
+            flt = _filters(request)
+            sort, descending = _sort(request)
+            per_page = _int_param(request, "per_page", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE)
+            page = self.index.query(flt, sort, descending, _int_param(request, "page", 1, 1, 10**9), per_page)
+        except BadRequest as exc:
+            return self._bad_request(request, exc)
+        return JSONResponse({"total": page.total, "page": page.page, "per_page": page.per_page,
+                             "pages": page.pages, "sort": sort, "order": "desc" if descending else "asc",
+                             "reports": [self._summary_json(request, r) for r in page.items]},
+                            headers=_SECURITY_HEADERS)
+
+    def api_report(self, request: Request) -> Response:
+        data = self._load(request.path_params["report_id"])
+        if data is None:
+            return self._not_found(request)
+        return JSONResponse(data, headers=_SECURITY_HEADERS)
+
+    # --- login --------------------------------------------------------------------------
+    async def login_form(self, request: Request) -> Response:
+        if not self.settings.auth_token:
+            return RedirectResponse(request.scope.get("root_path", "").rstrip("/") + "/reports", status_code=303)
+        return self._render(request, "login.html", next=auth.safe_next(request.query_params.get("next")),
+                            error=None)
+
+    async def login_submit(self, request: Request) -> Response:
+        token = self.settings.auth_token
+        root = request.scope.get("root_path", "").rstrip("/")
+        if not token:
+            return RedirectResponse(root + "/reports", status_code=303)
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_LOGIN_BODY_BYTES:
+                return PlainTextResponse("request body too large", status_code=413)
+        form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
+        target = auth.safe_next((form.get("next") or [""])[0])
+        if not auth.token_matches((form.get("token") or [""])[0], token):
+            await asyncio.sleep(0.25)  # slows down guessing; the event loop stays free
+            return self._render(request, "login.html", status=401, next=target, error="Wrong token.")
+        response = RedirectResponse(root + target, status_code=303, headers={"Cache-Control": "no-store"})
+        response.set_cookie(auth.COOKIE_NAME, auth.cookie_value(token), max_age=auth.COOKIE_MAX_AGE_SECONDS,
+                            path=(root or "/"), httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https")
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        root = request.scope.get("root_path", "").rstrip("/")
+        response = RedirectResponse(root + "/login", status_code=303)
+        response.delete_cookie(auth.COOKIE_NAME, path=(root or "/"), httponly=True, samesite="strict")
+        return response
+
+    async def stylesheet(self, request: Request) -> Response:
+        return Response(_stylesheet(), media_type="text/css", headers={
+            "X-Content-Type-Options": "nosniff", "Cache-Control": "max-age=3600"})
+
+
+def _chart(items: List[ReportSummary], width: int = 720, height: int = 180) -> Dict[str, Any]:
+    """Points (x, y in px) of duration over time for the route page's inline SVG."""
+    if not items:
+        return {"points": [], "width": width, "height": height, "max_ms": 0.0}
+    t0, t1 = items[0].start_ts, items[-1].start_ts
+    span = (t1 - t0) or 1.0
+    top = max(r.duration_ms for r in items) or 1.0
+    top = 10 ** math.ceil(math.log10(top)) if top > 0 else 1.0
+    pad = 10
+    points = [{"x": round(pad + (r.start_ts - t0) / span * (width - 2 * pad), 1),
+               "y": round(height - pad - r.duration_ms / top * (height - 2 * pad), 1),
+               "r": r} for r in items]
+    return {"points": points, "width": width, "height": height, "max_ms": top,
+            "start": t0, "end": t1}
+
+
+_CSS: List[bytes] = []
+
+
+def _stylesheet() -> bytes:
+    if not _CSS:
+        from importlib import resources
+
+        _CSS.append(resources.files("otel_perfmon.viewer").joinpath("static/viewer.css").read_bytes())
+    return _CSS[0]
+
+
+def create_app(report_dir: str, auth_token: Optional[str] = None, trace_url_template: Optional[str] = None,
+               dedup_store: Optional[str] = "sqlite", refresh_interval_seconds: float = 2.0,
+               title: str = "otel-perfmon reports") -> Starlette:
+    """The viewer as an ASGI app (Starlette), to run with uvicorn or mount in your own app.
+
+    ``report_dir``: the directory with ``<report_id>.json/.html/.md``. ``auth_token``: when
+    set, every page and API call needs ``Authorization: Bearer <token>`` or the login cookie.
+    ``trace_url_template``: e.g. ``http://localhost:16686/trace/{trace_id}`` (Jaeger) to link
+    each report to its trace. ``dedup_store``: where occurrence counts are read (``sqlite``,
+    a ``redis://`` URL, or ``None``). ``refresh_interval_seconds``: how often the listing
+    rescans report_dir. Raises ``ValueError`` for an invalid template. Mount it with
+    ``starlette.routing.Mount("/perfmon", app=create_app(...))`` or
+    ``app.mount("/perfmon", create_app(...))`` in FastAPI; for Flask see
+    :func:`otel_perfmon.viewer.create_wsgi_app`.
+    """
+    settings = ViewerSettings(os.path.abspath(report_dir), auth_token or None,
+                              validate_trace_url_template(trace_url_template), title)
+    index = ReportIndex(settings.report_dir, _dedup_reader(dedup_store, settings.report_dir),
+                        refresh_interval_seconds)
+    viewer = Viewer(settings, index)
+    routes = [
+        Route("/", viewer.home, methods=["GET"]),
+        Route("/healthz", viewer.healthz, methods=["GET"]),
+        Route("/reports", viewer.list_page, methods=["GET"]),
+        Route("/reports/{report_id}", viewer.report_page, methods=["GET"]),
+        Route("/reports/{report_id}/tree", viewer.report_tree, methods=["GET"]),
+        Route("/reports/{report_id}/download", viewer.report_download, methods=["GET"]),
+        Route("/routes", viewer.routes_page, methods=["GET"]),
+        Route("/route", viewer.route_page, methods=["GET"]),
+        Route("/api/reports", viewer.api_list, methods=["GET"]),
+        Route("/api/reports/{report_id}", viewer.api_report, methods=["GET"]),
+        Route("/login", viewer.login_form, methods=["GET"]),
+        Route("/login", viewer.login_submit, methods=["POST"]),
+        Route("/logout", viewer.logout, methods=["POST"]),
+        Route("/static/viewer.css", viewer.stylesheet, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, middleware=[Middleware(auth.TokenAuthMiddleware, token=settings.auth_token)])
+    app.state.viewer = viewer
+    app.state.index = index
+    return app

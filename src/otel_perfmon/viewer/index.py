@@ -1,0 +1,370 @@
+"""An in-memory index of a report directory, refreshed incrementally from file mtimes.
+
+The viewer never lists a directory or parses JSON per request: :class:`ReportIndex` keeps one
+small :class:`ReportSummary` per ``<report_id>.json`` (no call tree) and a newest-first list.
+:meth:`ReportIndex.refresh` runs at most once per ``refresh_interval_seconds``; it scans the
+directory (one ``scandir`` + ``stat`` per file) and parses only files that are new or whose
+mtime/size changed, so with 10,000 reports a refresh costs a scan, and queries are an
+in-memory filter + sort + slice (numbers: ``make bench-viewer``). Occurrence counts come from
+the dedup store and are refreshed with the same interval.
+
+All methods are thread-safe (Starlette runs sync endpoints in a thread pool).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from otel_perfmon.dedup.base import DedupEntry
+from otel_perfmon.report.capture import is_valid_report_id
+
+_logger = logging.getLogger(__name__)
+
+#: Largest report JSON the index parses (bigger files are skipped with a warning).
+MAX_REPORT_JSON_BYTES = 64 * 1024 * 1024
+SORT_KEYS = ("time", "duration")
+
+
+def parse_time(value: Any) -> Optional[float]:
+    """Seconds since the epoch of an ISO-8601 string (``Z`` or offset; naive means UTC),
+    or ``None`` when it does not parse."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
+def format_time(seconds: Optional[float]) -> str:
+    """``YYYY-MM-DD HH:MM:SSZ`` (UTC) of epoch seconds, or ``""`` for ``None``."""
+    if seconds is None:
+        return ""
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _number(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return number if number == number else 0.0  # NaN sorts badly
+
+
+@dataclass(frozen=True)
+class ReportSummary:
+    """The listed fields of one report (its JSON minus headers and profile).
+
+    Durations in milliseconds; ``start_ts`` in seconds since the epoch (the file's mtime when
+    ``start_time`` does not parse); ``start_time`` as written in the report.
+    """
+
+    report_id: str
+    fingerprint: str
+    service_name: str
+    span_name: str
+    method: str
+    route: str
+    path: str
+    status_code: Optional[int]
+    duration_ms: float
+    threshold_ms: float
+    trace_id: str
+    span_id: str
+    start_time: str
+    start_ts: float
+
+    @classmethod
+    def from_json(cls, data: Dict[str, Any], report_id: str, mtime: float) -> "ReportSummary":
+        """Build from a parsed report JSON; missing or mistyped fields become empty values."""
+        http = data.get("http") if isinstance(data.get("http"), dict) else {}
+        status = http.get("status_code")
+        start_ts = parse_time(data.get("start_time"))
+        return cls(
+            report_id=report_id,
+            fingerprint=_text(data.get("fingerprint")),
+            service_name=_text(data.get("service_name")),
+            span_name=_text(data.get("span_name")),
+            method=_text(http.get("method")).upper(),
+            route=_text(http.get("route")),
+            path=_text(http.get("path")),
+            status_code=status if isinstance(status, int) and not isinstance(status, bool) else None,
+            duration_ms=_number(data.get("duration_ms")),
+            threshold_ms=_number(data.get("threshold_ms")),
+            trace_id=_text(data.get("trace_id")),
+            span_id=_text(data.get("span_id")),
+            start_time=_text(data.get("start_time")),
+            start_ts=start_ts if start_ts is not None else mtime,
+        )
+
+
+@dataclass(frozen=True)
+class ReportFilter:
+    """Filters of the list page and ``GET /api/reports``; empty fields match everything.
+
+    ``route`` matches exactly, or as a shell glob when it contains ``*``. ``method`` is
+    case-insensitive. ``since``/``until`` are inclusive bounds in epoch seconds.
+    """
+
+    service: str = ""
+    route: str = ""
+    method: str = ""
+    trace_id: str = ""
+    since: Optional[float] = None
+    until: Optional[float] = None
+
+    def matches(self, report: ReportSummary) -> bool:
+        if self.service and report.service_name != self.service:
+            return False
+        if self.method and report.method != self.method.upper():
+            return False
+        if self.trace_id and report.trace_id != self.trace_id.lower():
+            return False
+        if self.route:
+            if "*" in self.route:
+                if not fnmatch.fnmatchcase(report.route, self.route):
+                    return False
+            elif report.route != self.route:
+                return False
+        if self.since is not None and report.start_ts < self.since:
+            return False
+        if self.until is not None and report.start_ts > self.until:
+            return False
+        return True
+
+    @property
+    def active(self) -> bool:
+        return bool(self.service or self.route or self.method or self.trace_id
+                    or self.since is not None or self.until is not None)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of query results: ``items`` plus ``total`` matches, 1-based ``page``."""
+
+    items: List[ReportSummary]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+@dataclass(frozen=True)
+class RouteGroup:
+    """All reports of one service + method + route, with dedup occurrence totals."""
+
+    service_name: str
+    method: str
+    route: str
+    reports: int
+    occurrences: int
+    worst_duration_ms: float
+    last_seen: float
+
+
+@dataclass
+class _Snapshot:
+    by_id: Dict[str, ReportSummary] = field(default_factory=dict)
+    newest_first: Tuple[ReportSummary, ...] = ()
+    dedup: Dict[str, DedupEntry] = field(default_factory=dict)
+
+
+class ReportIndex:
+    """Index of ``report_dir``. ``dedup_entries`` returns the dedup store's entries for
+    occurrence counts (``None``: no counts); it may block on I/O and may raise.
+
+    ``refresh_interval_seconds`` bounds how stale a listing may be (0: rescan on every query).
+    Methods never raise for unreadable files (they are skipped and logged once); they do raise
+    ``OSError`` only if ``report_dir`` exists but cannot be listed.
+    """
+
+    def __init__(self, report_dir: str, dedup_entries: Optional[Callable[[], Iterable[DedupEntry]]] = None,
+                 refresh_interval_seconds: float = 2.0) -> None:
+        self.report_dir = os.path.abspath(report_dir)
+        self.refresh_interval_seconds = refresh_interval_seconds
+        self._dedup_entries = dedup_entries
+        self._lock = threading.Lock()
+        self._stats: Dict[str, Tuple[int, int]] = {}
+        self._snapshot = _Snapshot()
+        self._last_refresh = float("-inf")
+        self._warned: set = set()
+        self.last_scan_seconds = 0.0
+
+    # --- refresh -----------------------------------------------------------------------
+    def refresh(self, force: bool = False) -> None:
+        """Rescan if the interval passed (or ``force``); parse new and changed files only."""
+        if not force and time.monotonic() - self._last_refresh < self.refresh_interval_seconds:
+            return
+        with self._lock:
+            if not force and time.monotonic() - self._last_refresh < self.refresh_interval_seconds:
+                return
+            started = time.perf_counter()
+            self._rescan()
+            self._last_refresh = time.monotonic()
+            self.last_scan_seconds = time.perf_counter() - started
+
+    def _rescan(self) -> None:
+        old = self._snapshot
+        by_id: Dict[str, ReportSummary] = {}
+        stats: Dict[str, Tuple[int, int]] = {}
+        changed = False
+        try:
+            entries = os.scandir(self.report_dir)
+        except FileNotFoundError:
+            entries = None
+        if entries is not None:
+            with entries:
+                for entry in entries:
+                    name = entry.name
+                    if not name.endswith(".json"):
+                        continue
+                    report_id = name[:-5]
+                    if not is_valid_report_id(report_id):
+                        continue
+                    try:
+                        if not entry.is_file(follow_symlinks=False):
+                            continue
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    key = (st.st_mtime_ns, st.st_size)
+                    previous = old.by_id.get(report_id)
+                    if previous is not None and self._stats.get(report_id) == key:
+                        by_id[report_id], stats[report_id] = previous, key
+                        continue
+                    summary = self._parse(entry.path, report_id, st.st_size, st.st_mtime)
+                    if summary is not None:
+                        by_id[report_id], stats[report_id] = summary, key
+                        changed = True
+        changed = changed or len(by_id) != len(old.by_id)
+        newest = (tuple(sorted(by_id.values(), key=lambda r: (r.start_ts, r.report_id), reverse=True))
+                  if changed else old.newest_first)
+        self._stats = stats
+        self._snapshot = _Snapshot(by_id, newest, self._read_dedup(old.dedup))
+
+    def _parse(self, path: str, report_id: str, size: int, mtime: float) -> Optional[ReportSummary]:
+        if size > MAX_REPORT_JSON_BYTES:
+            self._warn_once(path, "larger than %d bytes", MAX_REPORT_JSON_BYTES)
+            return None
+        try:
+            with open(path, "rb") as handle:
+                data = json.loads(handle.read())
+        except (OSError, ValueError) as exc:
+            self._warn_once(path, "unreadable (%s)", exc)
+            return None
+        if not isinstance(data, dict):
+            self._warn_once(path, "not a JSON object")
+            return None
+        return ReportSummary.from_json(data, report_id, mtime)
+
+    def _warn_once(self, path: str, message: str, *args: Any) -> None:
+        if path not in self._warned:
+            self._warned.add(path)
+            _logger.warning("otel-perfmon viewer: skipping %s: " + message, path, *args)
+
+    def _read_dedup(self, previous: Dict[str, DedupEntry]) -> Dict[str, DedupEntry]:
+        if self._dedup_entries is None:
+            return {}
+        try:
+            return {entry.report_id: entry for entry in self._dedup_entries()}
+        except Exception as exc:  # a down Redis or a locked file must not break the viewer
+            self._warn_once("<dedup store>", "cannot read occurrence counts (%s)", exc)
+            return previous
+
+    # --- queries -----------------------------------------------------------------------
+    def __len__(self) -> int:
+        self.refresh()
+        return len(self._snapshot.by_id)
+
+    def get(self, report_id: str) -> Optional[ReportSummary]:
+        """The summary of ``report_id``, rescanning once if it is unknown (a new report)."""
+        self.refresh()
+        summary = self._snapshot.by_id.get(report_id)
+        if summary is None and is_valid_report_id(report_id) and os.path.isfile(
+                os.path.join(self.report_dir, report_id + ".json")):
+            self.refresh(force=True)
+            summary = self._snapshot.by_id.get(report_id)
+        return summary
+
+    def dedup_entry(self, report_id: str) -> Optional[DedupEntry]:
+        """The dedup store's entry whose current report is ``report_id`` (counts, last seen)."""
+        return self._snapshot.dedup.get(report_id)
+
+    def query(self, flt: ReportFilter = ReportFilter(), sort: str = "time", descending: bool = True,
+              page: int = 1, per_page: int = 50) -> Page:
+        """Matching reports sorted by ``sort`` (``time`` or ``duration``), one page of them.
+
+        ``page`` is 1-based and clamped to the last page. Raises ``ValueError`` for an
+        unknown ``sort`` or ``per_page`` < 1.
+        """
+        if sort not in SORT_KEYS:
+            raise ValueError(f"sort must be one of {SORT_KEYS}, got {sort!r}")
+        if per_page < 1:
+            raise ValueError(f"per_page must be >= 1, got {per_page}")
+        self.refresh()
+        rows: Sequence[ReportSummary] = self._snapshot.newest_first
+        if flt.active:
+            rows = [r for r in rows if flt.matches(r)]
+        if sort == "duration":
+            rows = sorted(rows, key=lambda r: (r.duration_ms, r.start_ts), reverse=descending)
+        elif not descending:
+            rows = rows[::-1]
+        total = len(rows)
+        pages = max(1, -(-total // per_page))
+        page = min(max(1, page), pages)
+        start = (page - 1) * per_page
+        return Page(list(rows[start:start + per_page]), total, page, per_page)
+
+    def services(self) -> List[str]:
+        return sorted({r.service_name for r in self._snapshot.newest_first})
+
+    def methods(self) -> List[str]:
+        return sorted({r.method for r in self._snapshot.newest_first if r.method})
+
+    def routes(self) -> List[str]:
+        return sorted({r.route for r in self._snapshot.newest_first})
+
+    def route_groups(self) -> List[RouteGroup]:
+        """One :class:`RouteGroup` per service + method + route, most recently seen first."""
+        self.refresh()
+        snapshot = self._snapshot
+        groups: Dict[Tuple[str, str, str], List[Any]] = {}
+        for r in snapshot.newest_first:
+            key = (r.service_name, r.method, r.route)
+            entry = snapshot.dedup.get(r.report_id)
+            count = entry.count if entry is not None else 1
+            last = max(r.start_ts, entry.last_seen if entry is not None else 0.0)
+            worst = max(r.duration_ms, entry.worst_duration_ms if entry is not None else 0.0)
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [1, count, worst, last]
+            else:
+                group[0] += 1
+                group[1] += count
+                group[2] = max(group[2], worst)
+                group[3] = max(group[3], last)
+        result = [RouteGroup(k[0], k[1], k[2], *v) for k, v in groups.items()]
+        result.sort(key=lambda g: g.last_seen, reverse=True)
+        return result
+
