@@ -75,8 +75,9 @@ class Perfmon:
 
     def stats(self) -> Dict[str, int]:
         """Counters: spans_started, spans_profiled, slow_spans, reports_created,
-        reports_deduplicated, reports_dropped, export_failures, internal_errors."""
-        return self.processor.stats.snapshot()
+        reports_deduplicated, reports_dropped, export_failures, internal_errors; plus
+        profiled_fraction (0..1) and profiling_seconds_estimate (seconds, an upper bound)."""
+        return self.processor.stats_snapshot()
 
 
 def _install_set_provider_hook() -> None:

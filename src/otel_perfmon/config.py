@@ -59,9 +59,14 @@ class PerfmonConfig:
     exporters: List[Any] = field(default_factory=list)
     report_url_template: Optional[str] = None
     profile_interval_seconds: float = 0.001
-    profile_policy: Any = "always"
+    profile_policy: Any = "adaptive"
     queue_size: int = 1000
     export_timeout_seconds: float = 30.0
+    profile_budget: float = 0.01
+    profile_explore_rate: float = 0.001
+    profile_candidate_ratio: float = 0.5
+    sampler_interval_seconds: float = 0.005
+    inflight_multiple: float = 5.0
 
     def report_url(self, report_id: str) -> Optional[str]:
         """The link for ``report_id`` from ``report_url_template``, or None when unset."""
@@ -103,6 +108,11 @@ _ENV: Dict[str, Tuple[str, Callable[[str], Any]]] = {
     "profile_policy": (ev.OTEL_PERFMON_PROFILE_POLICY, lambda s: s.strip().lower()),
     "queue_size": (ev.OTEL_PERFMON_QUEUE_SIZE, int),
     "export_timeout_seconds": (ev.OTEL_PERFMON_EXPORT_TIMEOUT_SECONDS, float),
+    "profile_budget": (ev.OTEL_PERFMON_PROFILE_BUDGET, float),
+    "profile_explore_rate": (ev.OTEL_PERFMON_PROFILE_EXPLORE_RATE, float),
+    "profile_candidate_ratio": (ev.OTEL_PERFMON_PROFILE_CANDIDATE_RATIO, float),
+    "sampler_interval_seconds": (ev.OTEL_PERFMON_SAMPLER_INTERVAL_SECONDS, float),
+    "inflight_multiple": (ev.OTEL_PERFMON_INFLIGHT_MULTIPLE, float),
 }
 
 
@@ -156,6 +166,17 @@ def validate(config: PerfmonConfig) -> PerfmonConfig:
         "profile_interval_seconds", config.profile_interval_seconds)
     values["export_timeout_seconds"] = _positive_number(
         "export_timeout_seconds", config.export_timeout_seconds)
+    values["sampler_interval_seconds"] = _positive_number(
+        "sampler_interval_seconds", config.sampler_interval_seconds)
+    for name in ("profile_budget", "profile_explore_rate"):
+        values[name] = _positive_number(name, getattr(config, name), allow_zero=True)
+        if values[name] > 1:
+            raise ConfigurationError(f"{name} must be between 0 and 1, got {getattr(config, name)!r}")
+    values["profile_candidate_ratio"] = _positive_number("profile_candidate_ratio", config.profile_candidate_ratio)
+    values["inflight_multiple"] = _positive_number("inflight_multiple", config.inflight_multiple, allow_zero=True)
+    if 0 < values["inflight_multiple"] <= 1:
+        raise ConfigurationError(
+            f"inflight_multiple must be 0 (off) or > 1 (a multiple of the threshold), got {config.inflight_multiple!r}")
     if isinstance(config.queue_size, bool) or not isinstance(config.queue_size, int) or config.queue_size < 1:
         raise ConfigurationError(f"queue_size must be an int >= 1, got {config.queue_size!r}")
     values["queue_size"] = config.queue_size

@@ -4,18 +4,41 @@ A policy is pluggable like an OTel ``Sampler``: any object with
 
 * ``should_profile(key: str) -> bool``: called on the request thread / event loop at
   span start with the span's name (``"GET /items/<int:id>"``); must be cheap (no I/O,
-  no locks held for long) and must not raise;
+  no blocking locks) and must not raise;
 * ``on_span_end(key: str, duration_seconds: float, profiled: bool, slow: bool) -> None``:
   called on the request thread at span end, same rules;
+* optionally ``on_report(key: str, window_seconds: float) -> None``: called on a background
+  thread when a slow span of ``key`` maps to a report (new or deduplicated);
 * ``description`` (str), shown in logs.
 
-``"always"`` profiles every eligible span (pyinstrument costs ~0.18 µs per Python call
-plus 20–40 µs per start/stop, measured on this project's bench machine).
+Built in:
+
+* ``"adaptive"`` (default): spends a bounded overhead budget on the spans that can become
+  slow. See :class:`AdaptiveProfilePolicy`.
+* ``"always"``: every eligible span. pyinstrument costs ~0.18 µs per Python function call
+  plus 20–40 µs per start/stop (measured on this project's bench machine), i.e. 2.6–3.8×
+  on fast and call-heavy routes.
+
+Slow spans that were not profiled still get a call tree from the after-threshold stack
+sampler (:mod:`otel_perfmon.profiling.sampler`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import random
+import time
+from typing import Any, Dict
+
+#: Fixed cost of one pyinstrument start + stop, seconds (bench: 20–40 µs).
+PROFILE_FIXED_COST_SECONDS = 40e-6
+#: Share of a profiled span's wall time that is profiler overhead, upper bound: call-heavy
+#: code runs 2.6–3.8× slower under pyinstrument, so up to ~74 % of a profiled span is overhead.
+PROFILE_COST_RATIO = 0.75
+
+
+def estimated_profiling_cost(duration_seconds: float) -> float:
+    """Upper-bound estimate (seconds) of what profiling a span of this duration cost."""
+    return PROFILE_FIXED_COST_SECONDS + PROFILE_COST_RATIO * duration_seconds
 
 
 class AlwaysProfilePolicy:
@@ -30,7 +53,68 @@ class AlwaysProfilePolicy:
         return None
 
 
-_POLICIES = {"always": AlwaysProfilePolicy}
+class AdaptiveProfilePolicy:
+    """Profile the routes that can become slow, within an overhead budget.
+
+    * A route (span name) is a *candidate* for ``candidate_memory_seconds`` after one of its
+      spans took at least ``candidate_ratio`` × ``threshold_seconds``; candidates are profiled.
+    * Other routes are profiled at ``explore_rate`` (a probability per span), so a route's
+      first slow request can still get a full profile.
+    * A route whose report exists (new or deduplicated, told by ``on_report``) is not
+      profiled again within the dedup window: no new report would come of it.
+    * All profiling draws on a token bucket refilled at ``budget`` seconds of estimated
+      profiling cost per wall-clock second (``estimated_profiling_cost``), holding at most a
+      minute's worth; when it is empty, nothing is profiled.
+
+    Bookkeeping is lock-free (GIL-atomic dict and float updates, approximate under races):
+    ``should_profile`` and ``on_span_end`` cost well under a microsecond each.
+    """
+
+    description = "adaptive"
+
+    def __init__(self, threshold_seconds: float, budget: float = 0.01, explore_rate: float = 0.001,
+                 candidate_ratio: float = 0.5, candidate_memory_seconds: float = 600.0) -> None:
+        self.threshold_seconds = threshold_seconds
+        self.budget = budget
+        self.explore_rate = explore_rate
+        self.candidate_seconds = candidate_ratio * threshold_seconds
+        self.candidate_memory_seconds = candidate_memory_seconds
+        self._capacity = max(budget * 60.0, PROFILE_FIXED_COST_SECONDS)
+        self._tokens = self._capacity
+        self._refilled_at = time.monotonic()
+        self._candidate_until: Dict[str, float] = {}
+        self._reported_until: Dict[str, float] = {}
+        self._random = random.random
+
+    def should_profile(self, key: str) -> bool:
+        now = time.monotonic()
+        reported = self._reported_until.get(key)
+        if reported is not None and now < reported:
+            return False
+        until = self._candidate_until.get(key)
+        if (until is None or now >= until) and self._random() >= self.explore_rate:
+            return False
+        tokens = min(self._capacity, self._tokens + (now - self._refilled_at) * self.budget)
+        self._tokens, self._refilled_at = tokens, now
+        return tokens > 0
+
+    def on_span_end(self, key: str, duration_seconds: float, profiled: bool, slow: bool) -> None:
+        if duration_seconds >= self.candidate_seconds:
+            self._candidate_until[key] = time.monotonic() + self.candidate_memory_seconds
+        if profiled:
+            self._tokens -= estimated_profiling_cost(duration_seconds)
+
+    def on_report(self, key: str, window_seconds: float) -> None:
+        if window_seconds > 0:
+            self._reported_until[key] = time.monotonic() + window_seconds
+
+    def is_candidate(self, key: str) -> bool:
+        """True while ``key`` is a candidate route (for tests and diagnostics)."""
+        until = self._candidate_until.get(key)
+        return until is not None and time.monotonic() < until
+
+
+_POLICIES = ("adaptive", "always")
 
 
 def validate_policy(policy: Any) -> Any:
@@ -40,17 +124,22 @@ def validate_policy(policy: Any) -> Any:
     if isinstance(policy, str):
         if policy.strip().lower() not in _POLICIES:
             raise ConfigurationError(
-                f"profile_policy must be one of {sorted(_POLICIES)} or a policy object, got {policy!r}")
+                f"profile_policy must be one of {list(_POLICIES)} or a policy object, got {policy!r}")
         return policy.strip().lower()
     if callable(getattr(policy, "should_profile", None)) and callable(getattr(policy, "on_span_end", None)):
         return policy
     raise ConfigurationError(
-        f"profile_policy must be one of {sorted(_POLICIES)} or an object with should_profile() "
+        f"profile_policy must be one of {list(_POLICIES)} or an object with should_profile() "
         f"and on_span_end(), got {policy!r}")
 
 
-def make_policy(policy: Any) -> Any:
-    """Instantiate a validated ``profile_policy`` value (a name or an object)."""
-    if isinstance(policy, str):
-        return _POLICIES[policy]()
+def make_policy(config: Any) -> Any:
+    """The policy object for a validated config (a name is instantiated with its fields)."""
+    policy = config.profile_policy
+    if policy == "always":
+        return AlwaysProfilePolicy()
+    if policy == "adaptive":
+        return AdaptiveProfilePolicy(config.threshold_seconds, budget=config.profile_budget,
+                                     explore_rate=config.profile_explore_rate,
+                                     candidate_ratio=config.profile_candidate_ratio)
     return policy

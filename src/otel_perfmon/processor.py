@@ -13,6 +13,7 @@ hands them to the exporters.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -30,11 +31,12 @@ from otel_perfmon import metrics
 from otel_perfmon.config import PerfmonConfig, compile_url_patterns
 from otel_perfmon.dedup import Claim, DedupStore, fingerprint, open_store
 from otel_perfmon.dispatch import BackgroundQueue, Dispatcher
-from otel_perfmon.policy import make_policy
+from otel_perfmon.policy import estimated_profiling_cost, make_policy
 from otel_perfmon.profiling import SpanProfile
-from otel_perfmon.profiling.threads import ACTIVE_PROFILE
+from otel_perfmon.profiling.sampler import SpanTarget, StackSampler
+from otel_perfmon.profiling.threads import ACTIVE_TARGET
 from otel_perfmon.report.capture import (UrlFilter, find_request_headers, headers_from_attributes,
-                                         http_info, select_headers)
+                                         headers_in_frames, http_info, select_headers)
 from otel_perfmon.stats import Stats, log_once
 
 _logger = logging.getLogger(__name__)
@@ -53,22 +55,42 @@ def new_report_id(now: Optional[float] = None) -> str:
 class _Tracked:
     """State of one eligible span between start and end."""
 
-    __slots__ = ("span", "threshold_seconds", "profile", "token", "ended", "claim")
+    __slots__ = ("span", "span_id", "threshold_seconds", "started", "target", "profile", "token", "ended",
+                 "claim", "sampling", "inflight_reported")
 
-    def __init__(self, span: Span, threshold_seconds: float) -> None:
+    def __init__(self, span: Span, threshold_seconds: float, target: SpanTarget) -> None:
         self.span = span
+        self.span_id = span.context.span_id
         self.threshold_seconds = threshold_seconds
+        self.started = time.monotonic()
+        self.target = target
         self.profile: Optional[SpanProfile] = None
         self.token: Any = None
         self.ended = False
         self.claim: Optional[Claim] = None
+        self.sampling = False
+        self.inflight_reported = False
+
+
+class _InFlight:
+    """Watchdog item: the span is still open at ``inflight_multiple`` × its threshold."""
+
+    __slots__ = ("tracked",)
+
+    def __init__(self, tracked: _Tracked) -> None:
+        self.tracked = tracked
+
+    @property
+    def ended(self) -> bool:
+        return self.tracked.ended
 
 
 class CapturedSpan:
     """What the request path hands to the worker for one slow span (plain data)."""
 
     __slots__ = ("tracked", "trace_id", "span_id", "span_name", "service_name", "start_ns", "end_ns",
-                 "threshold_seconds", "interval_seconds", "http", "headers", "fingerprint", "profile")
+                 "threshold_seconds", "interval_seconds", "http", "headers", "fingerprint", "profile",
+                 "sampled", "mode")
 
     def __init__(self, **values: Any) -> None:
         for key, value in values.items():
@@ -107,7 +129,11 @@ class PerfmonSpanProcessor(SpanProcessor):
         self._enabled = config.enabled
         self._threshold = config.threshold_seconds
         self._interval = config.profile_interval_seconds
-        self._policy = make_policy(config.profile_policy)
+        self._policy = make_policy(config)
+        self._on_report = getattr(self._policy, "on_report", None)
+        self._sampler = StackSampler(config.sampler_interval_seconds)
+        self._inflight_multiple = config.inflight_multiple
+        self._profiling_seconds = 0.0
         self._url_filter = UrlFilter(compile_url_patterns("include_urls", config.include_urls),
                                      compile_url_patterns("exclude_urls", config.exclude_urls))
         self._capture = frozenset(h.lower() for h in config.capture_headers)
@@ -141,11 +167,16 @@ class PerfmonSpanProcessor(SpanProcessor):
                     return
                 threshold = self._threshold
             self.stats.incr("spans_started")
-            tracked = _Tracked(span, threshold)
+            loop = asyncio._get_running_loop()
+            target = SpanTarget(threading.get_ident(), asyncio.current_task(loop), loop) if loop is not None \
+                else SpanTarget(threading.get_ident())
+            tracked = _Tracked(span, threshold, target)
             if self._policy.should_profile(span.name):
-                tracked.profile = self._start_profile(tracked)
-            self._tracked[span.context.span_id] = tracked
-            self._watchdog.schedule(time.monotonic() + threshold, tracked)
+                tracked.profile = target.profile = self._start_profile(tracked)
+            if loop is not None:
+                tracked.token = ACTIVE_TARGET.set(target)
+            self._tracked[tracked.span_id] = tracked
+            self._watchdog.schedule(tracked.started + threshold, tracked)
         except Exception:
             self._hook_error("on_start")
 
@@ -158,20 +189,18 @@ class PerfmonSpanProcessor(SpanProcessor):
             # one async-context profiler per task. The span is still timed and reported.
             log_once(_logger, "profile-start", "could not start a profiler for %s", tracked.span.name)
             return None
-        if profile.is_async:
-            tracked.token = ACTIVE_PROFILE.set(profile)
         self.stats.incr("spans_profiled")
         return profile
 
     def _stop_profile(self, tracked: _Tracked) -> Optional[SpanProfile]:
+        if tracked.token is not None:
+            try:
+                ACTIVE_TARGET.reset(tracked.token)
+            except ValueError:  # ended in another context than it started
+                ACTIVE_TARGET.set(None)
         profile = tracked.profile
         if profile is None:
             return None
-        if tracked.token is not None:
-            try:
-                ACTIVE_PROFILE.reset(tracked.token)
-            except ValueError:  # ended in another context than it started
-                ACTIVE_PROFILE.set(None)
         if profile.thread_id != threading.get_ident():
             log_once(_logger, "profile-thread", "span %s ended on another thread than it started; "
                      "its profile is discarded", tracked.span.name, exc_info=False)
@@ -186,10 +215,13 @@ class PerfmonSpanProcessor(SpanProcessor):
                 return
             tracked.ended = True
             profile = self._stop_profile(tracked)
+            sampled = self._sampler.stop(tracked.span_id) if tracked.sampling else None
             start_ns, end_ns = span.start_time or 0, span.end_time or 0
             duration = (end_ns - start_ns) / 1e9
             slow = duration > tracked.threshold_seconds
             self._policy.on_span_end(span.name, duration, profile is not None, slow)
+            if profile is not None:
+                self._profiling_seconds += estimated_profiling_cost(duration)
             if not slow:
                 return
             self.stats.incr("slow_spans")
@@ -200,9 +232,11 @@ class PerfmonSpanProcessor(SpanProcessor):
             captured = CapturedSpan(
                 tracked=tracked, trace_id=span.context.trace_id, span_id=span.context.span_id,
                 span_name=span.name, service_name=_service_name(span), start_ns=start_ns, end_ns=end_ns,
-                threshold_seconds=tracked.threshold_seconds, interval_seconds=self._interval,
+                threshold_seconds=tracked.threshold_seconds,
+                interval_seconds=self._interval if profile is not None else self.config.sampler_interval_seconds,
                 http=http_info(attributes, span.name), headers=select_headers(pairs, self._capture, self._redact),
-                fingerprint=None, profile=profile)
+                fingerprint=None, profile=profile, sampled=sampled,
+                mode="full" if profile is not None else ("after_threshold" if sampled is not None else "none"))
             self._worker.submit(captured)
         except Exception:
             self._hook_error("on_end")
@@ -224,11 +258,51 @@ class PerfmonSpanProcessor(SpanProcessor):
             values[attr.PERFMON_REPORT_URL] = url
         return values
 
-    def _on_deadline(self, tracked: _Tracked) -> None:
-        # watchdog thread: the span is still open and has just become slow.
+    def _on_deadline(self, item: Any) -> None:
+        # watchdog thread: the span is still open and has just become slow (or, for an
+        # _InFlight item, is still open at inflight_multiple x its threshold).
+        if isinstance(item, _InFlight):
+            self._report_in_flight(item.tracked)
+            return
+        tracked = item
+        span = tracked.span
         claim = self._claim(tracked)
-        if not tracked.ended and tracked.span.is_recording():
-            tracked.span.set_attributes(self.link_attributes(claim.report_id))
+        if self._on_report is not None:
+            self._on_report(span.name, self.config.dedup_window_seconds)
+        if tracked.ended or not span.is_recording():
+            return
+        span.set_attributes(self.link_attributes(claim.report_id))
+        if not claim.is_new:
+            return  # the route's report exists: no call tree is needed
+        if tracked.profile is None:
+            tracked.sampling = True
+            self._sampler.start(tracked.span_id, tracked.target, span.name)
+            if tracked.ended:  # ended while the sampler was starting: on_end may have missed it
+                self._sampler.stop(tracked.span_id)
+        if self._inflight_multiple > 0:
+            self._watchdog.schedule(tracked.started + self._inflight_multiple * tracked.threshold_seconds,
+                                    _InFlight(tracked))
+
+    def _report_in_flight(self, tracked: _Tracked) -> None:
+        # watchdog thread: an early report of a request that is still running (maybe stuck).
+        span = tracked.span
+        if tracked.ended or span is None:
+            return
+        sampled = self._sampler.snapshot(tracked.span_id) if tracked.sampling else None
+        if sampled is None:
+            sampled = self._sampler.one_shot(tracked.target, span.name)
+        attributes = dict(span.attributes or {})
+        pairs = headers_in_frames(tracked.target.frames())
+        if pairs is None:
+            pairs = headers_from_attributes(attributes)
+        tracked.inflight_reported = True
+        self._worker.submit(CapturedSpan(
+            tracked=tracked, trace_id=span.context.trace_id, span_id=span.context.span_id,
+            span_name=span.name, service_name=_service_name(span), start_ns=span.start_time or 0,
+            end_ns=time.time_ns(), threshold_seconds=tracked.threshold_seconds,
+            interval_seconds=self.config.sampler_interval_seconds, http=http_info(attributes, span.name),
+            headers=select_headers(pairs, self._capture, self._redact), fingerprint=None, profile=None,
+            sampled=sampled, mode="in_flight"))
 
     def _process(self, captured: CapturedSpan) -> None:
         # worker thread: dedup decision, build, render, write, dispatch.
@@ -237,26 +311,47 @@ class PerfmonSpanProcessor(SpanProcessor):
 
         tracked = captured.tracked
         claim = self._claim(tracked)
+        in_flight = captured.mode == "in_flight"
         captured.fingerprint = span_fingerprint(tracked.span)
-        tracked.span = None  # type: ignore[assignment]  # drop the SDK span reference early
+        if self._on_report is not None and not in_flight:
+            self._on_report(captured.span_name, self.config.dedup_window_seconds)
+        if not in_flight:
+            tracked.span = None  # type: ignore[assignment]  # drop the SDK span reference early
         duration_ms = (captured.end_ns - captured.start_ns) / 1e6
-        metrics.record_slow_span(duration_ms, captured.http)
         trace_id = f"{captured.trace_id:032x}"
+        if not in_flight:
+            metrics.record_slow_span(duration_ms, captured.http)
         if not claim.is_new:
             self.stats.incr("reports_deduplicated")
             self.store.record_occurrence(captured.fingerprint, claim.report_id, duration_ms, trace_id, time.time())
             return
+        # an in-flight report is written under the claimed id, then overwritten by the final
+        # report when the span ends; exporters hear of it once, at the first of the two.
+        first = in_flight or not tracked.inflight_reported
         try:
             report = build_report(captured, claim.report_id, self.report_dir, self.config.report_url(claim.report_id))
             write_report_files(report)
         except Exception:
-            self.stats.incr("reports_dropped")
-            self.store.release(captured.fingerprint, claim.report_id)
+            if first:
+                self.stats.incr("reports_dropped")
+            if not in_flight:
+                self.store.release(captured.fingerprint, claim.report_id)
             raise
-        self.stats.incr("reports_created")
-        self.store.record_occurrence(captured.fingerprint, claim.report_id, duration_ms, trace_id, time.time())
-        report.session = None  # the exporters get the rendered files, not the raw samples
-        self.dispatcher.dispatch(report)
+        if not in_flight:
+            self.store.record_occurrence(captured.fingerprint, claim.report_id, duration_ms, trace_id, time.time())
+        if first:
+            self.stats.incr("reports_created")
+            report.session = None  # the exporters get the rendered files, not the raw samples
+            self.dispatcher.dispatch(report)
+
+    def stats_snapshot(self) -> Dict[str, Any]:
+        """``stats()``: the counters plus ``profiled_fraction`` (profiled / started spans) and
+        ``profiling_seconds_estimate`` (upper-bound estimate of the time profiling cost, s)."""
+        values: Dict[str, Any] = self.stats.snapshot()
+        started = values.get("spans_started", 0)
+        values["profiled_fraction"] = round(values.get("spans_profiled", 0) / started, 6) if started else 0.0
+        values["profiling_seconds_estimate"] = round(self._profiling_seconds, 6)
+        return values
 
     def _dropped(self, captured: Any) -> None:
         self.stats.incr("reports_dropped")
@@ -288,6 +383,7 @@ class PerfmonSpanProcessor(SpanProcessor):
         self._shutdown = True
         deadline = time.monotonic() + timeout_seconds
         self._watchdog.close(0.5)
+        self._sampler.close()
         self._worker.close(max(0.0, deadline - time.monotonic()))
         self.dispatcher.close(max(0.0, deadline - time.monotonic()))
         try:

@@ -22,9 +22,9 @@ from pyinstrument.session import Session
 
 FrameRecord = Tuple[List[str], float]
 
-#: Name of the function in threads.py that runs a sync callable under its own profiler;
-#: frames up to and including it are dropped when grafting.
-_THREAD_ENTRY_FUNCTION = "_run_profiled"
+#: Functions in threads.py that run a sync callable in a worker thread for a span; frames up
+#: to and including them are dropped when grafting.
+_THREAD_ENTRY_FUNCTIONS = ("_run_profiled", "_run_tracked")
 
 
 def _function_and_file(identifier: str) -> Tuple[str, str]:
@@ -42,10 +42,11 @@ def _is_anyio_thread_await(stack: Sequence[str]) -> bool:
     return False
 
 
-def _trim_thread_stack(stack: Sequence[str]) -> List[str]:
+def trim_thread_stack(stack: Sequence[str]) -> List[str]:
+    """Drop a worker thread's frames up to and including otel-perfmon's entry function."""
     for index in range(len(stack) - 1, -1, -1):
         function, path = _function_and_file(stack[index])
-        if function == _THREAD_ENTRY_FUNCTION and path.endswith("threads.py"):
+        if function in _THREAD_ENTRY_FUNCTIONS and path.endswith("threads.py"):
             return list(stack[index + 1:])
     return list(stack)
 
@@ -76,7 +77,7 @@ def graft_thread_records(loop_records: Sequence[FrameRecord],
         episodes = [fallback] * len(thread_records)
     for prefix, records in zip(episodes, thread_records):
         for stack, seconds in records:
-            kept.append((prefix + _trim_thread_stack(stack), seconds))
+            kept.append((prefix + trim_thread_stack(stack), seconds))
     return kept
 
 

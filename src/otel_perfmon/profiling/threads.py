@@ -6,21 +6,24 @@ samples only the thread it started on, so the event loop's profile shows nothing
 ``run_sync_in_worker_thread`` (the blind spot of the older middlewares). :func:`install` wraps
 ``anyio.to_thread.run_sync`` once per process: when the calling task's span is being
 profiled, the callable runs under its own pyinstrument profiler in the worker thread and the
-session is attached to the span's profile. Calls outside a profiled span pass straight through
-(one ContextVar read).
+session is attached to the span's profile; when it is not, the worker thread's id is recorded
+so the after-threshold sampler can sample it. Calls outside a tracked span pass straight
+through (one ContextVar read).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import threading
 from contextvars import ContextVar
 from typing import Any, Callable, Optional
 
 _logger = logging.getLogger(__name__)
 
-#: The SpanProfile of the task currently running (set only for event-loop spans).
-ACTIVE_PROFILE: ContextVar[Optional[Any]] = ContextVar("otel_perfmon_active_profile", default=None)
+#: The SpanTarget of the event-loop span this task serves (set only for event-loop spans);
+#: its ``profile`` is the span's running SpanProfile or None.
+ACTIVE_TARGET: ContextVar[Optional[Any]] = ContextVar("otel_perfmon_active_target", default=None)
 
 _MARK = "__otel_perfmon_wrapped__"
 
@@ -44,6 +47,16 @@ def _run_profiled(profile: Any, func: Callable[..., Any], *args: Any) -> Any:
             _logger.debug("otel-perfmon: could not stop worker-thread profiler", exc_info=True)
 
 
+def _run_tracked(target: Any, func: Callable[..., Any], *args: Any) -> Any:
+    # Runs in the anyio worker thread for an unprofiled span: tells the after-threshold
+    # sampler which thread does the span's work. The name is matched when grafting.
+    target.worker_thread_id = threading.get_ident()
+    try:
+        return func(*args)
+    finally:
+        target.worker_thread_id = None
+
+
 def install() -> bool:
     """Wrap ``anyio.to_thread.run_sync`` (idempotent). Returns False when anyio is absent."""
     try:
@@ -56,9 +69,13 @@ def install() -> bool:
 
     @functools.wraps(original)
     async def run_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        profile = ACTIVE_PROFILE.get()
-        if profile is not None and profile.running:
-            func = functools.partial(_run_profiled, profile, func)
+        target = ACTIVE_TARGET.get()
+        if target is not None:
+            profile = target.profile
+            if profile is not None and profile.running:
+                func = functools.partial(_run_profiled, profile, func)
+            else:
+                func = functools.partial(_run_tracked, target, func)
         return await original(func, *args, **kwargs)
 
     setattr(run_sync, _MARK, True)

@@ -73,8 +73,9 @@ def host_info() -> Dict[str, Any]:
 
 def build_report(captured: Any, report_id: str, report_dir: str, url: Optional[str]) -> Report:
     """Turn a :class:`~otel_perfmon.processor.CapturedSpan` into a Report (no I/O)."""
-    session = captured.profile.session() if captured.profile is not None else None
+    session = captured.profile.session() if captured.profile is not None else captured.sampled
     info = captured.http
+    duration_s = (captured.end_ns - captured.start_ns) / 1e9
     return Report(
         report_id=report_id,
         fingerprint=captured.fingerprint,
@@ -97,7 +98,8 @@ def build_report(captured: Any, report_id: str, report_dir: str, url: Optional[s
         hotspots=hotspots(session),
         call_tree_text=call_tree_text(session),
         host=host_info(),
-        profile_mode="full" if session is not None else "none",
+        profile_mode=captured.mode if session is not None else "none",
+        coverage=round(min(1.0, session.duration / duration_s), 3) if session is not None and duration_s > 0 else 0.0,
         url=url,
         report_dir=report_dir,
         session=session,

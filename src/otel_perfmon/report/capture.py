@@ -119,19 +119,12 @@ def _scope_headers(scope: Mapping[str, Any]) -> List[Tuple[str, str]]:
     return pairs
 
 
-def find_request_headers(start_depth: int = 1) -> Optional[List[Tuple[str, str]]]:
-    """Headers of the request being served on this thread/task, found in a caller's frame.
-
-    Looks for a WSGI ``environ`` (a dict with ``wsgi.version``) or an ASGI ``scope``
-    (``type`` http/websocket) among the locals of up to 48 calling frames. Returns None when
-    neither is found. Cost: tens of µs; called only for slow spans.
-    """
-    try:
-        frame = sys._getframe(start_depth + 1)
-    except ValueError:
-        return None
-    depth = 0
-    while frame is not None and depth < _MAX_FRAME_DEPTH:
+def headers_in_frames(frames: Iterable[Any]) -> Optional[List[Tuple[str, str]]]:
+    """Request headers from the first frame (of at most 48) holding a WSGI ``environ`` (a dict
+    with ``wsgi.version``) or an ASGI ``scope`` (``type`` http/websocket); None if none does."""
+    for depth, frame in enumerate(frames):
+        if depth >= _MAX_FRAME_DEPTH:
+            break
         local_vars = frame.f_locals
         environ = local_vars.get("environ")
         if isinstance(environ, dict) and "wsgi.version" in environ:
@@ -139,9 +132,23 @@ def find_request_headers(start_depth: int = 1) -> Optional[List[Tuple[str, str]]
         scope = local_vars.get("scope")
         if isinstance(scope, dict) and scope.get("type") in ("http", "websocket"):
             return _scope_headers(scope)
-        frame = frame.f_back
-        depth += 1
     return None
+
+
+def _callers(frame: Any) -> Iterable[Any]:
+    while frame is not None:
+        yield frame
+        frame = frame.f_back
+
+
+def find_request_headers(start_depth: int = 1) -> Optional[List[Tuple[str, str]]]:
+    """Headers of the request being served on this thread/task, found in a caller's frame
+    (see :func:`headers_in_frames`). Cost: tens of µs; called only for slow spans."""
+    try:
+        frame = sys._getframe(start_depth + 1)
+    except ValueError:
+        return None
+    return headers_in_frames(_callers(frame))
 
 
 def headers_from_attributes(attributes: Mapping[str, Any]) -> List[Tuple[str, str]]:

@@ -40,6 +40,7 @@ class Report:
     call_tree_text: str
     host: Dict[str, Any]
     profile_mode: str = "full"
+    coverage: float = 1.0
     url: Optional[str] = None
     report_dir: str = ""
     session: Any = field(default=None, repr=False, compare=False)
@@ -83,6 +84,7 @@ class Report:
             "headers": dict(self.headers),
             "profile": {
                 "mode": self.profile_mode,
+                "coverage": self.coverage,
                 "interval_seconds": self.interval_seconds,
                 "sample_count": self.sample_count,
                 "hotspots": [dict(h) for h in self.hotspots],
