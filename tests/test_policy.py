@@ -1,0 +1,197 @@
+"""The profiling policy, the after-threshold sampler and in-flight reports (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import pytest
+from flask import Flask, request
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel_perfmon import ConfigurationError, configure_perfmon
+from otel_perfmon.policy import AdaptiveProfilePolicy, AlwaysProfilePolicy, estimated_profiling_cost
+from otel_perfmon.testing import InMemoryReportExporter, wait_until
+
+THRESHOLD = 0.15
+
+
+def busy_python(seconds: float) -> int:
+    """Python-level work (visible to a frame sampler) for ``seconds``."""
+    deadline = time.monotonic() + seconds
+    count = 0
+    while time.monotonic() < deadline:
+        count += sum(range(200))
+    return count
+
+
+def stuck_in_a_loop(seconds: float) -> int:
+    return busy_python(seconds)
+
+
+def make_app():
+    app = Flask("policy")
+
+    @app.get("/work")
+    def work():
+        busy_python(float(request.args.get("s", "0")))
+        return "ok"
+
+    @app.get("/other")
+    def other():
+        busy_python(float(request.args.get("s", "0")))
+        return "ok"
+
+    @app.get("/stuck")
+    def stuck():
+        stuck_in_a_loop(float(request.args.get("s", "0")))
+        return "ok"
+
+    return app
+
+
+@pytest.fixture
+def pipeline(tmp_path):
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    app = make_app()
+    exporter = InMemoryReportExporter()
+    handles = []
+
+    def start(**overrides):
+        settings = dict(tracer_provider=provider, threshold_seconds=THRESHOLD, report_dir=str(tmp_path / "reports"),
+                        dedup_store="memory", exporters=[exporter], profile_explore_rate=0.0)
+        settings.update(overrides)
+        handle = configure_perfmon(app=app, **settings)
+        handles.append(handle)
+        return handle
+
+    yield {"start": start, "client": app.test_client(), "spans": spans, "exporter": exporter,
+           "reports": str(tmp_path / "reports")}
+    for handle in handles:
+        handle.shutdown(timeout_seconds=2)
+
+
+def read_report(report_dir, report_id):
+    with open(os.path.join(report_dir, f"{report_id}.json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def test_adaptive_policy_decisions():
+    policy = AdaptiveProfilePolicy(threshold_seconds=1.0, budget=0.01, explore_rate=0.0, candidate_ratio=0.5)
+    assert policy.should_profile("GET /a") is False            # unknown route, no exploration
+    policy.on_span_end("GET /a", 0.2, profiled=False, slow=False)
+    assert policy.should_profile("GET /a") is False            # far below the threshold
+    policy.on_span_end("GET /a", 0.6, profiled=False, slow=False)
+    assert policy.is_candidate("GET /a") and policy.should_profile("GET /a") is True
+    assert policy.should_profile("GET /b") is False            # other routes are unaffected
+    policy.on_report("GET /a", window_seconds=60.0)
+    assert policy.should_profile("GET /a") is False            # its report exists: dedup window
+    policy.on_report("GET /c", window_seconds=0.0)             # dedup disabled: no suppression
+    policy.on_span_end("GET /c", 0.9, profiled=False, slow=False)
+    assert policy.should_profile("GET /c") is True
+    # the budget: 1 % of wall time, at most a minute's worth (0.6 s) in the bucket.
+    policy.on_span_end("GET /c", 5.0, profiled=True, slow=True)
+    assert policy.should_profile("GET /c") is False            # spent: ~3.75 s of estimated cost
+    explorer = AdaptiveProfilePolicy(threshold_seconds=1.0, explore_rate=1.0)
+    assert explorer.should_profile("GET /new") is True
+    assert AlwaysProfilePolicy().should_profile("GET /x") is True
+    assert estimated_profiling_cost(1.0) > estimated_profiling_cost(0.001) > 0
+
+
+def test_bad_policy_settings_raise(pipeline):
+    for field, value in (("profile_budget", 2.0), ("profile_explore_rate", -0.1), ("inflight_multiple", 0.5),
+                         ("sampler_interval_seconds", 0), ("profile_policy", "sometimes")):
+        with pytest.raises(ConfigurationError, match=field):
+            pipeline["start"](**{field: value})
+
+
+def test_default_policy_profiles_candidates_and_samples_the_rest(pipeline):
+    perfmon = pipeline["start"]()
+    assert perfmon.config.profile_policy == "adaptive"
+    client = pipeline["client"]
+    for _ in range(5):
+        assert client.get("/work").status_code == 200
+    assert perfmon.stats()["spans_profiled"] == 0                # fast, never near the threshold
+
+    # a first slow request on a route never seen near the threshold: no profiler was running,
+    # the after-threshold sampler gives the call tree.
+    assert client.get(f"/other?s={THRESHOLD * 3}").status_code == 200
+    assert perfmon.force_flush(10)
+    (first,) = pipeline["exporter"].reports
+    report = read_report(pipeline["reports"], first.report_id)
+    assert report["profile"]["mode"] == "after_threshold"
+    assert "busy_python" in report["profile"]["call_tree_text"]
+    assert 0 < report["profile"]["coverage"] < 1
+    assert perfmon.stats()["spans_profiled"] == 0
+
+    # a request near (not over) the threshold makes /work a candidate: the next one is profiled.
+    assert client.get(f"/work?s={THRESHOLD * 0.7}").status_code == 200
+    profiled_before = perfmon.stats()["spans_profiled"]
+    assert client.get(f"/work?s={THRESHOLD * 2.5}").status_code == 200
+    assert perfmon.stats()["spans_profiled"] == profiled_before + 1
+    assert perfmon.force_flush(10)
+    second = [r for r in pipeline["exporter"].reports if r.route == "/work"]
+    assert len(second) == 1
+    full = read_report(pipeline["reports"], second[0].report_id)
+    assert full["profile"]["mode"] == "full" and full["profile"]["coverage"] > 0.9
+    assert "busy_python" in full["profile"]["call_tree_text"]
+
+    # the route now has a report within the dedup window: it is not profiled any more.
+    profiled = perfmon.stats()["spans_profiled"]
+    for _ in range(3):
+        assert client.get(f"/work?s={THRESHOLD * 2}").status_code == 200
+    assert perfmon.stats()["spans_profiled"] == profiled
+    assert perfmon.force_flush(10)
+    stats = perfmon.stats()
+    assert stats["reports_created"] == 2 and stats["reports_deduplicated"] == 3
+    assert 0 < stats["profiled_fraction"] < 0.5
+    assert stats["profiling_seconds_estimate"] >= estimated_profiling_cost(THRESHOLD * 2.5)
+    slow_spans = [s for s in pipeline["spans"].get_finished_spans() if s.attributes.get("perfmon.slow")]
+    assert len(slow_spans) == 5
+    assert {s.attributes["perfmon.report.id"] for s in slow_spans} == {first.report_id, second[0].report_id}
+
+
+def test_always_policy_profiles_every_span(pipeline):
+    perfmon = pipeline["start"](profile_policy="always")
+    for _ in range(4):
+        assert pipeline["client"].get("/work").status_code == 200
+    stats = perfmon.stats()
+    assert stats["spans_profiled"] == stats["spans_started"] == 4
+    assert stats["profiled_fraction"] == 1.0
+
+
+def test_in_flight_report_before_the_request_ends(pipeline):
+    perfmon = pipeline["start"](inflight_multiple=3.0)
+    done = threading.Event()
+
+    def call():
+        pipeline["client"].get(f"/stuck?s={THRESHOLD * 8}")
+        done.set()
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    try:
+        early = wait_until(lambda: pipeline["exporter"].reports, 10, message="the in-flight report")
+        assert not done.is_set(), "the in-flight report must come while the request still runs"
+        (report,) = early
+        assert report.profile_mode == "in_flight"
+        data = read_report(pipeline["reports"], report.report_id)
+        assert data["profile"]["mode"] == "in_flight" and "stuck_in_a_loop" in data["profile"]["call_tree_text"]
+        assert data["duration_ms"] >= THRESHOLD * 3 * 1000 * 0.9
+    finally:
+        caller.join(30)
+    assert perfmon.force_flush(10)
+    final = read_report(pipeline["reports"], report.report_id)
+    assert final["profile"]["mode"] == "after_threshold"        # the same file, now complete
+    assert final["duration_ms"] >= THRESHOLD * 8 * 1000 * 0.95
+    assert "stuck_in_a_loop" in final["profile"]["call_tree_text"]
+    assert len(pipeline["exporter"].reports) == 1                 # notified once
+    assert perfmon.stats()["reports_created"] == 1
+    (span,) = [s for s in pipeline["spans"].get_finished_spans() if s.name == "GET /stuck"]
+    assert span.attributes["perfmon.report.id"] == report.report_id
