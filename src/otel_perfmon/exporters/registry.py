@@ -18,6 +18,11 @@ ENTRY_POINT_GROUP = "otel_perfmon.exporters"
 
 _BUILTINS: Dict[str, str] = {
     "console": "otel_perfmon.exporters.console:ConsoleExporter",
+    "webhook": "otel_perfmon.exporters.webhook:WebhookExporter",
+    "slack": "otel_perfmon.exporters.slack:SlackExporter",
+    "mattermost": "otel_perfmon.exporters.mattermost:MattermostExporter",
+    "email": "otel_perfmon.exporters.email:EmailExporter",
+    "apprise": "otel_perfmon.exporters.apprise:AppriseExporter",
     "otlp": "otel_perfmon.exporters.otlp:OtlpReportExporter",
 }
 
