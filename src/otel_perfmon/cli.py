@@ -1,6 +1,8 @@
 """The ``otel-perfmon`` command.
 
 ``otel-perfmon list [--report-dir DIR] [--limit N]``: the reports in a directory, newest first.
+``otel-perfmon test-notifiers``: send a synthetic report through every exporter configured by
+environment variables; one line per exporter, exit 0 when all succeeded (1 failure, 2 none/invalid).
 ``otel-perfmon serve [--report-dir DIR] [--host H] [--port P] [--auth-token T]``: the report viewer
 (see :mod:`otel_perfmon.viewer`).
 """
@@ -49,6 +51,12 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _test_notifiers(args: argparse.Namespace) -> int:
+    from otel_perfmon.exporters.check import run_test_notifiers
+
+    return run_test_notifiers()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="otel-perfmon", description="otel-perfmon reports and tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -57,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="report directory (default: $OTEL_PERFMON_REPORT_DIR or ./perfmon-reports)")
     listing.add_argument("--limit", type=int, default=50, help="at most this many rows (default 50)")
     listing.set_defaults(run=_list)
+    notifiers = commands.add_parser(
+        "test-notifiers", help="send a synthetic report through the exporters configured by env vars")
+    notifiers.set_defaults(run=_test_notifiers)
     add_serve_command(commands)
     return parser
 
