@@ -31,7 +31,7 @@ class MemoryDedupStore(DedupStore):
             if entry is None or entry.report_id != report_id:
                 return
             self._entries[fingerprint] = dataclasses.replace(
-                entry, count=entry.count + 1, last_seen=now,
+                entry, count=entry.count + 1, last_seen=max(entry.last_seen, now),
                 worst_duration_ms=max(entry.worst_duration_ms, duration_ms), last_trace_id=trace_id)
 
     def release(self, fingerprint: str, report_id: str) -> None:

@@ -24,6 +24,9 @@ CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; styl
 _HEAD = ('<head>\n<meta http-equiv="Content-Security-Policy" content="' + CONTENT_SECURITY_POLICY + '">\n'
          '<title>perfmon report {report_id}</title>')
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
+#: pyinstrument's viewer script preloads a Google web font; the page must fetch nothing, so
+#: the URL is blanked (an empty link href is never fetched) and the fallback fonts are used.
+_WEB_FONT_URL = re.compile(r"https?://fonts\.(?:googleapis|gstatic)\.com/[^\"'\s)]*")
 
 
 def md_escape(value: Any) -> str:
@@ -73,7 +76,7 @@ class HtmlRenderer:
         if report.session is not None and report.session.frame_records:
             from pyinstrument.renderers import HTMLRenderer
 
-            page = HTMLRenderer().render(report.session)
+            page = _WEB_FONT_URL.sub("", HTMLRenderer().render(report.session))
             page = page.replace("<head>", _HEAD.format(report_id=report.report_id), 1)
             return page.replace("<body>", "<body>\n" + panel, 1)
         return ("<!DOCTYPE html><html>" + _HEAD.format(report_id=report.report_id)
