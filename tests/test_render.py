@@ -321,8 +321,18 @@ def test_markdown_escapes_specials(pipeline):
 def test_markdown_summary(pipeline):
     markdown = _read(pipeline, "md")
     report = pipeline["report"]
+    # the report link is a CommonMark autolink, where backslash escapes would end up in the URL
+    assert f"<{URL_TEMPLATE.format(report_id=report.report_id)}>" in markdown
     assert report.report_id in markdown
     assert report.trace_id in markdown and report.span_id in markdown
     assert "burn\\_cpu\\_in\\_test\\_module" in markdown or "burn_cpu_in_test_module" in markdown
     assert "[REDACTED]" in markdown.replace("\\[", "[").replace("\\]", "]")
     assert "```" in markdown
+
+
+def test_markdown_autolink_cannot_be_broken_out_of():
+    from otel_perfmon.report.render import md_autolink
+
+    assert md_autolink("https://perf.example.com/r/2026-1_a.b?x=1&y=2#f") == \
+        "https://perf.example.com/r/2026-1_a.b?x=1&y=2#f"
+    assert md_autolink("https://x.example/a b>c<d\n") == "https://x.example/a%20b%3Ec%3Cd%0A"

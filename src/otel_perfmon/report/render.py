@@ -12,6 +12,7 @@ import json
 import os
 import re
 from typing import Any, List
+from urllib.parse import quote
 
 import jinja2
 
@@ -37,6 +38,12 @@ def md_escape(value: Any) -> str:
     return text.replace("\r", " ").replace("\n", " ")
 
 
+def md_autolink(url: Any) -> str:
+    """A URL for a Markdown autolink ``<...>``: backslash escapes do not work there
+    (CommonMark), so characters that would end or break it are percent-encoded instead."""
+    return quote(str(url), safe=":/?#[]@!$&'()*+,;=%-._~")
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("otel_perfmon.report", "templates"),
@@ -44,6 +51,7 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters["md"] = md_escape
+    env.filters["md_autolink"] = md_autolink
     return env
 
 
