@@ -134,3 +134,51 @@ def test_invalid_configuration_names_exporter_and_field(options, field):
     with pytest.raises(ConfigurationError) as info:
         build_exporters(validate_exporter_specs([{"type": "email", **options}]), {})
     assert "exporters: email:" in str(info.value) and field in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 made with the openssl CLI: (cert, key)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not available")
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = str(directory / "cert.pem"), str(directory / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def _server_context(certificate):
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    return context
+
+
+def test_starttls_verifies_the_certificate(tmp_path, certificate):
+    import ssl
+
+    trusted = ssl.create_default_context(cafile=certificate[0])
+    with smtp_server(tls_context=_server_context(certificate), require_starttls=True) as (controller, envelopes):
+        exporter = _exporter(controller, use_tls=True, ssl_context=trusted)
+        assert exporter.export(make_report(tmp_path)) is ExportResult.SUCCESS, exporter.last_error
+        untrusted = _exporter(controller, use_tls=True)  # system CAs do not know our certificate
+        assert untrusted.export(make_report(tmp_path)) is ExportResult.FAILURE
+        assert len(envelopes) == 1
+    assert "TLS error" in untrusted.last_error and "CERTIFICATE_VERIFY_FAILED" in untrusted.last_error
+
+
+def test_implicit_ssl(tmp_path, certificate):
+    import ssl
+
+    trusted = ssl.create_default_context(cafile=certificate[0])
+    with smtp_server(ssl_context=_server_context(certificate)) as (controller, envelopes):
+        exporter = _exporter(controller, use_tls=False, use_ssl=True, ssl_context=trusted)
+        assert exporter.export(make_report(tmp_path)) is ExportResult.SUCCESS, exporter.last_error
+        [envelope] = envelopes
+    assert _parse(envelope)["X-Perfmon-Report-Id"]

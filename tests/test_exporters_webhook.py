@@ -180,3 +180,25 @@ def test_env_timeout_is_the_default(monkeypatch):
     assert WebhookExporter(url="https://example.com/x", timeout_seconds=2).timeout_seconds == 2
     monkeypatch.setenv("OTEL_PERFMON_EXPORT_TIMEOUT_SECONDS", "nonsense")
     assert WebhookExporter(url="https://example.com/x").timeout_seconds == 30.0
+
+
+def test_retry_after_is_honoured(tmp_path):
+    arrivals = []
+
+    def respond(index, request):
+        arrivals.append(time.monotonic())
+        return (429, "slow down", {"Retry-After": "1"}) if index == 0 else 200
+
+    with RecordingServer(respond) as server:
+        exporter = WebhookExporter(url=server.url(), max_retries=1, backoff_seconds=0.01, timeout_seconds=10)
+        assert exporter.export(make_report(tmp_path)) is ExportResult.SUCCESS
+    assert len(arrivals) == 2 and arrivals[1] - arrivals[0] >= 0.9
+
+
+def test_retry_after_beyond_the_deadline_gives_up_at_once(tmp_path):
+    with RecordingServer(lambda i, r: (503, "maintenance", {"Retry-After": "120"})) as server:
+        exporter = WebhookExporter(url=server.url(), max_retries=3, backoff_seconds=0.01, timeout_seconds=5)
+        started = time.monotonic()
+        assert exporter.export(make_report(tmp_path)) is ExportResult.FAILURE
+        assert len(server.received()) == 1 and time.monotonic() - started < 4
+    assert "HTTP 503" in exporter.last_error and "timeout of 5 s" in exporter.last_error
