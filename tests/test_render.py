@@ -336,3 +336,51 @@ def test_markdown_autolink_cannot_be_broken_out_of():
     assert md_autolink("https://perf.example.com/r/2026-1_a.b?x=1&y=2#f") == \
         "https://perf.example.com/r/2026-1_a.b?x=1&y=2#f"
     assert md_autolink("https://x.example/a b>c<d\n") == "https://x.example/a%20b%3Ec%3Cd%0A"
+
+
+def test_request_derived_span_name_cannot_escape_the_call_tree_script(tmp_path):
+    """OTel's Flask instrumentor names a request without a matching route after its raw path
+    (``GET /nope/</script>...``); that name is the profile's description, which pyinstrument
+    embeds in a <script> block of the HTML."""
+    from flask import Flask
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from otel_perfmon import configure_perfmon
+
+    app = Flask(__name__)
+
+    @app.errorhandler(404)
+    def slow_not_found(error):
+        burn_cpu_in_test_module(SLOW)
+        return "not here", 404
+
+    provider = TracerProvider()
+    spans = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    memory = InMemoryReportExporter()
+    perfmon = configure_perfmon(app=app, tracer_provider=provider, threshold_seconds=THRESHOLD,
+                                report_dir=str(tmp_path), dedup_store="memory", exporters=[memory],
+                                profile_policy="always")
+    try:
+        hostile = "/nope/</script><script>alert(1)</script>"
+        assert app.test_client().get(hostile).status_code == 404
+        assert perfmon.force_flush(10)
+        (span,) = spans.get_finished_spans()
+        assert XSS in span.name  # the premise: the span name is request-derived here
+        (report,) = memory.reports
+        with open(report.html_path, encoding="utf-8") as handle:
+            html = handle.read()
+        assert "<script>alert(1)" not in html
+        assert "</script><script>alert" not in html
+        assert "burn_cpu_in_test_module" in html  # the call tree is still there
+        # the embedded session data still decodes to the original name
+        start = html.index("const sessionData = ") + len("const sessionData = ")
+        end = html.index("pyinstrumentHTMLRenderer.render(", start)
+        data = json.loads(html[start:end].strip().rstrip(";"))
+        assert data["session"]["target_description"] == span.name
+        with open(report.json_path, encoding="utf-8") as handle:
+            assert json.load(handle)["span_name"] == span.name
+    finally:
+        perfmon.shutdown(timeout_seconds=2)

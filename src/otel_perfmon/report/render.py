@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, List
+from typing import Any, List, Optional
 from urllib.parse import quote
 
 import jinja2
@@ -28,6 +28,27 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
 #: pyinstrument's viewer script preloads a Google web font; the page must fetch nothing, so
 #: the URL is blanked (an empty link href is never fetched) and the fallback fonts are used.
 _WEB_FONT_URL = re.compile(r"https?://fonts\.(?:googleapis|gstatic)\.com/[^\"'\s)]*")
+
+
+#: pyinstrument embeds the session as JSON in a <script> block, between these two markers.
+_SESSION_JSON_START = "const sessionData = "
+_SESSION_JSON_END = "pyinstrumentHTMLRenderer.render("
+
+
+def _script_safe_session(page: str) -> Optional[str]:
+    """``page`` with every ``<`` of the embedded session JSON written as ``\\u003c``.
+
+    The JSON holds the profile's description, the span name, which can be request-derived
+    (OTel's Flask instrumentor names an unrouted request after its raw path): a ``</script>``
+    in it would end the script block. ``<`` occurs only inside JSON strings, where ``\\u003c``
+    is the same character. None when pyinstrument's page layout is not the expected one.
+    """
+    start = page.find(_SESSION_JSON_START)
+    end = page.find(_SESSION_JSON_END, start) if start >= 0 else -1
+    if start < 0 or end < 0:
+        return None
+    start += len(_SESSION_JSON_START)
+    return page[:start] + page[start:end].replace("<", "\\u003c") + page[end:]
 
 
 def md_escape(value: Any) -> str:
@@ -84,9 +105,10 @@ class HtmlRenderer:
         if report.session is not None and report.session.frame_records:
             from pyinstrument.renderers import HTMLRenderer
 
-            page = _WEB_FONT_URL.sub("", HTMLRenderer().render(report.session))
-            page = page.replace("<head>", _HEAD.format(report_id=report.report_id), 1)
-            return page.replace("<body>", "<body>\n" + panel, 1)
+            page = _script_safe_session(_WEB_FONT_URL.sub("", HTMLRenderer().render(report.session)))
+            if page is not None:
+                page = page.replace("<head>", _HEAD.format(report_id=report.report_id), 1)
+                return page.replace("<body>", "<body>\n" + panel, 1)
         return ("<!DOCTYPE html><html>" + _HEAD.format(report_id=report.report_id)
                 + '<meta charset="utf-8"></head><body>\n' + panel + "</body></html>\n")
 
