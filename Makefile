@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: install test demo system-deps clean
+.PHONY: install test demo system-deps clean bench-viewer
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,18 +13,27 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# redis-server for the Redis dedup-store tests (real server on a loopback port).
+# redis-server for the Redis dedup-store tests (real server on a loopback port); chromium for the
+# report viewer's browser test (driven by Playwright, never Playwright's own browser download).
 system-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  if command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
 	  else echo "warning: redis-server missing and apt-get unavailable; Redis tests will be skipped"; fi; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "warning: chromium missing and apt-get unavailable; the viewer browser test will be skipped"; fi; }
 
 test: install system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: install
 	$(PY) examples/demo.py
+
+# Report viewer listing 10,000 reports (issue 5): prints timings beside budgets, exit 1 if over.
+bench-viewer: install
+	$(PY) bench/viewer_list.py $(BENCH_VIEWER_ARGS)
 
 clean:
 	rm -rf $(VENV) perfmon-reports .pytest_cache

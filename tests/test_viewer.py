@@ -381,3 +381,35 @@ def test_trace_url_template_validation():
     assert validate_trace_url_template(grafana) == grafana
     assert trace_url(grafana, {"trace_id": "ab" * 16}) == grafana.replace("{trace_id}", "ab" * 16)
     assert trace_url(grafana, {"trace_id": "<script>"}) is None
+
+
+# --- index -----------------------------------------------------------------------------------
+def test_index_parses_only_new_and_changed_files(tmp_path, monkeypatch):
+    from otel_perfmon.viewer import index as index_module
+
+    report_dir = str(tmp_path / "reports")
+    reports = [write(make_report(report_dir, BASE + i, with_session=False)) for i in range(5)]
+    (tmp_path / "reports" / "broken-report-1.json").write_text("{not json")
+    (tmp_path / "reports" / "notes.txt").write_text("ignored")
+    index = index_module.ReportIndex(report_dir, refresh_interval_seconds=0)
+    parsed = []
+    original = index._parse
+    monkeypatch.setattr(index, "_parse", lambda path, *a: parsed.append(os.path.basename(path)) or original(path, *a))
+    index.refresh(force=True)
+    assert len(parsed) == 6 and len(index) == 5  # the broken file is skipped
+    parsed.clear()
+    index._dir_mtime_ns = None  # force a full scan even though the directory just changed
+    index.refresh(force=True)
+    assert parsed == []  # unchanged files (and the unchanged broken one) are not parsed again
+    parsed.clear()
+    data = json.loads(open(reports[0].json_path).read())
+    data["duration_ms"] = 99999.0
+    with open(reports[0].json_path, "w") as handle:
+        json.dump(data, handle)
+    os.utime(reports[0].json_path, ns=(1, 1))
+    index._dir_mtime_ns = None  # an in-place edit does not touch the directory mtime
+    index.refresh(force=True)
+    assert f"{reports[0].report_id}.json" in parsed
+    assert index.query(sort="duration").items[0].duration_ms == 99999.0
+    page = index.query(index_module.ReportFilter(route="/items/*"), per_page=2, page=3)
+    assert (page.total, page.page, page.pages, len(page.items)) == (5, 3, 3, 1)

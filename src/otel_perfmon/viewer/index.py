@@ -2,11 +2,13 @@
 
 The viewer never lists a directory or parses JSON per request: :class:`ReportIndex` keeps one
 small :class:`ReportSummary` per ``<report_id>.json`` (no call tree) and a newest-first list.
-:meth:`ReportIndex.refresh` runs at most once per ``refresh_interval_seconds``; it scans the
-directory (one ``scandir`` + ``stat`` per file) and parses only files that are new or whose
-mtime/size changed, so with 10,000 reports a refresh costs a scan, and queries are an
-in-memory filter + sort + slice (numbers: ``make bench-viewer``). Occurrence counts come from
-the dedup store and are refreshed with the same interval.
+:meth:`ReportIndex.refresh` runs at most once per ``refresh_interval_seconds``. Report files
+are written by rename (``os.replace``), which changes the directory's mtime, so a refresh
+first compares that mtime: unchanged (and settled for over 2 s) means one ``stat`` and done.
+Otherwise, and at least every ``FULL_SCAN_INTERVAL_SECONDS``, it scans the directory (one
+``scandir`` + ``stat`` per JSON file) and parses only files that are new or whose mtime/size
+changed. Queries are an in-memory filter + sort + slice (numbers: ``make bench-viewer``).
+Occurrence counts come from the dedup store and are re-read on every refresh.
 
 All methods are thread-safe (Starlette runs sync endpoints in a thread pool).
 """
@@ -14,9 +16,11 @@ All methods are thread-safe (Starlette runs sync endpoints in a thread pool).
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,6 +35,11 @@ _logger = logging.getLogger(__name__)
 #: Largest report JSON the index parses (bigger files are skipped with a warning).
 MAX_REPORT_JSON_BYTES = 64 * 1024 * 1024
 SORT_KEYS = ("time", "duration")
+#: A full directory scan happens at least this often, even when the directory mtime is unchanged.
+FULL_SCAN_INTERVAL_SECONDS = 30.0
+#: A directory mtime younger than this is not trusted (a rename in the same clock tick as
+#: the previous scan would leave it unchanged).
+_MTIME_SETTLE_NS = 2_000_000_000
 
 
 def parse_time(value: Any) -> Optional[float]:
@@ -55,6 +64,11 @@ def format_time(seconds: Optional[float]) -> str:
     if seconds is None:
         return ""
     return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@functools.lru_cache(maxsize=64)
+def _glob(pattern: str) -> Callable[[str], Any]:
+    return re.compile(fnmatch.translate(pattern)).match
 
 
 def _text(value: Any) -> str:
@@ -140,7 +154,7 @@ class ReportFilter:
             return False
         if self.route:
             if "*" in self.route:
-                if not fnmatch.fnmatchcase(report.route, self.route):
+                if not _glob(self.route)(report.route):
                     return False
             elif report.route != self.route:
                 return False
@@ -185,9 +199,25 @@ class RouteGroup:
 
 @dataclass
 class _Snapshot:
+    """Immutable once published; the cached views are computed lazily (idempotent, so a race
+    between two threads only computes one twice)."""
+
     by_id: Dict[str, ReportSummary] = field(default_factory=dict)
     newest_first: Tuple[ReportSummary, ...] = ()
     dedup: Dict[str, DedupEntry] = field(default_factory=dict)
+    cache: Dict[str, Any] = field(default_factory=dict)
+
+    def slowest_first(self) -> Tuple[ReportSummary, ...]:
+        if "slowest" not in self.cache:
+            self.cache["slowest"] = tuple(sorted(self.newest_first, key=lambda r: (r.duration_ms, r.start_ts),
+                                                 reverse=True))
+        return self.cache["slowest"]
+
+    def facet(self, name: str) -> List[str]:
+        """Sorted distinct values of ``service_name``, ``method`` or ``route``."""
+        if name not in self.cache:
+            self.cache[name] = sorted({getattr(r, name) for r in self.newest_first} - {""})
+        return self.cache[name]
 
 
 class ReportIndex:
@@ -206,8 +236,11 @@ class ReportIndex:
         self._dedup_entries = dedup_entries
         self._lock = threading.Lock()
         self._stats: Dict[str, Tuple[int, int]] = {}
+        self._failed: Dict[str, Tuple[int, int]] = {}
         self._snapshot = _Snapshot()
         self._last_refresh = float("-inf")
+        self._last_full_scan = float("-inf")
+        self._dir_mtime_ns: Optional[int] = None
         self._warned: set = set()
         self.last_scan_seconds = 0.0
 
@@ -226,8 +259,20 @@ class ReportIndex:
 
     def _rescan(self) -> None:
         old = self._snapshot
+        try:
+            dir_mtime_ns: Optional[int] = os.stat(self.report_dir).st_mtime_ns
+        except FileNotFoundError:
+            dir_mtime_ns = None
+        if (dir_mtime_ns is not None and dir_mtime_ns == self._dir_mtime_ns
+                and time.time_ns() - dir_mtime_ns > _MTIME_SETTLE_NS
+                and time.monotonic() - self._last_full_scan < FULL_SCAN_INTERVAL_SECONDS):
+            self._snapshot = _Snapshot(old.by_id, old.newest_first, self._read_dedup(old.dedup), old.cache)
+            return
+        self._dir_mtime_ns = dir_mtime_ns  # taken before the scan: a change during it rescans
+        self._last_full_scan = time.monotonic()
         by_id: Dict[str, ReportSummary] = {}
         stats: Dict[str, Tuple[int, int]] = {}
+        failed: Dict[str, Tuple[int, int]] = {}
         changed = False
         try:
             entries = os.scandir(self.report_dir)
@@ -253,15 +298,20 @@ class ReportIndex:
                     if previous is not None and self._stats.get(report_id) == key:
                         by_id[report_id], stats[report_id] = previous, key
                         continue
+                    if self._failed.get(report_id) == key:
+                        failed[report_id] = key  # still the same unreadable file
+                        continue
                     summary = self._parse(entry.path, report_id, st.st_size, st.st_mtime)
                     if summary is not None:
                         by_id[report_id], stats[report_id] = summary, key
                         changed = True
+                    else:
+                        failed[report_id] = key
         changed = changed or len(by_id) != len(old.by_id)
         newest = (tuple(sorted(by_id.values(), key=lambda r: (r.start_ts, r.report_id), reverse=True))
                   if changed else old.newest_first)
-        self._stats = stats
-        self._snapshot = _Snapshot(by_id, newest, self._read_dedup(old.dedup))
+        self._stats, self._failed = stats, failed
+        self._snapshot = _Snapshot(by_id, newest, self._read_dedup(old.dedup), {} if changed else old.cache)
 
     def _parse(self, path: str, report_id: str, size: int, mtime: float) -> Optional[ReportSummary]:
         if size > MAX_REPORT_JSON_BYTES:
@@ -323,12 +373,11 @@ class ReportIndex:
         if per_page < 1:
             raise ValueError(f"per_page must be >= 1, got {per_page}")
         self.refresh()
-        rows: Sequence[ReportSummary] = self._snapshot.newest_first
+        snapshot = self._snapshot
+        rows: Sequence[ReportSummary] = snapshot.slowest_first() if sort == "duration" else snapshot.newest_first
         if flt.active:
             rows = [r for r in rows if flt.matches(r)]
-        if sort == "duration":
-            rows = sorted(rows, key=lambda r: (r.duration_ms, r.start_ts), reverse=descending)
-        elif not descending:
+        if not descending:
             rows = rows[::-1]
         total = len(rows)
         pages = max(1, -(-total // per_page))
@@ -337,13 +386,16 @@ class ReportIndex:
         return Page(list(rows[start:start + per_page]), total, page, per_page)
 
     def services(self) -> List[str]:
-        return sorted({r.service_name for r in self._snapshot.newest_first})
+        """Distinct service names, sorted (for the filter form)."""
+        return self._snapshot.facet("service_name")
 
     def methods(self) -> List[str]:
-        return sorted({r.method for r in self._snapshot.newest_first if r.method})
+        """Distinct HTTP methods, sorted."""
+        return self._snapshot.facet("method")
 
     def routes(self) -> List[str]:
-        return sorted({r.route for r in self._snapshot.newest_first})
+        """Distinct route templates, sorted."""
+        return self._snapshot.facet("route")
 
     def route_groups(self) -> List[RouteGroup]:
         """One :class:`RouteGroup` per service + method + route, most recently seen first."""
