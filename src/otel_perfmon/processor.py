@@ -52,19 +52,20 @@ def new_report_id(now: Optional[float] = None) -> str:
     return f"{stamp}-{secrets.token_hex(4)}"
 
 
-class _Tracked:
-    """State of one eligible span between start and end."""
+class _Tracked(SpanTarget):
+    """State of one eligible span between start and end; also where it runs (SpanTarget)."""
 
-    __slots__ = ("span", "span_id", "threshold_seconds", "started", "target", "profile", "token", "ended",
+    __slots__ = ("span", "span_id", "threshold_seconds", "started", "deadline", "fired", "token", "ended",
                  "claim", "sampling", "inflight_reported")
 
-    def __init__(self, span: Span, threshold_seconds: float, target: SpanTarget) -> None:
+    def __init__(self, span: Span, threshold_seconds: float, thread_id: int, task: Any, loop: Any) -> None:
+        SpanTarget.__init__(self, thread_id, task, loop)
         self.span = span
         self.span_id = span.context.span_id
         self.threshold_seconds = threshold_seconds
         self.started = time.monotonic()
-        self.target = target
-        self.profile: Optional[SpanProfile] = None
+        self.deadline = self.started + threshold_seconds
+        self.fired = False
         self.token: Any = None
         self.ended = False
         self.claim: Optional[Claim] = None
@@ -142,7 +143,8 @@ class PerfmonSpanProcessor(SpanProcessor):
         self.store = store if store is not None else open_store(config.dedup_store, self.report_dir)
         self._tracked: Dict[int, _Tracked] = {}
         self._claim_lock = threading.Lock()
-        self._watchdog = Watchdog(self._on_deadline, self._background_error)
+        self._watchdog = Watchdog(lambda: list(self._tracked.values()), self._on_deadline,
+                                  self._background_error, idle_wait_seconds=self._threshold)
         self._worker = BackgroundQueue("otel-perfmon-worker", self._process, config.queue_size,
                                        on_drop=self._dropped, on_error=self._background_error)
         self.dispatcher = Dispatcher(exporters or [], config.export_timeout_seconds,
@@ -168,15 +170,17 @@ class PerfmonSpanProcessor(SpanProcessor):
                 threshold = self._threshold
             self.stats.incr("spans_started")
             loop = asyncio._get_running_loop()
-            target = SpanTarget(threading.get_ident(), asyncio.current_task(loop), loop) if loop is not None \
-                else SpanTarget(threading.get_ident())
-            tracked = _Tracked(span, threshold, target)
+            tracked = _Tracked(span, threshold, threading.get_ident(),
+                               asyncio.current_task(loop) if loop is not None else None, loop)
             if self._policy.should_profile(span.name):
-                tracked.profile = target.profile = self._start_profile(tracked)
+                tracked.profile = self._start_profile(tracked)
             if loop is not None:
-                tracked.token = ACTIVE_TARGET.set(target)
+                tracked.token = ACTIVE_TARGET.set(tracked)
             self._tracked[tracked.span_id] = tracked
-            self._watchdog.schedule(tracked.started + threshold, tracked)
+            if not self._watchdog.running:
+                self._watchdog.ensure_started()
+            elif threshold < self._threshold:  # the watchdog may sleep past this deadline
+                self._watchdog.wake()
         except Exception:
             self._hook_error("on_start")
 
@@ -276,7 +280,7 @@ class PerfmonSpanProcessor(SpanProcessor):
             return  # the route's report exists: no call tree is needed
         if tracked.profile is None:
             tracked.sampling = True
-            self._sampler.start(tracked.span_id, tracked.target, span.name)
+            self._sampler.start(tracked.span_id, tracked, span.name)
             if tracked.ended:  # ended while the sampler was starting: on_end may have missed it
                 self._sampler.stop(tracked.span_id)
         if self._inflight_multiple > 0:
@@ -290,9 +294,9 @@ class PerfmonSpanProcessor(SpanProcessor):
             return
         sampled = self._sampler.snapshot(tracked.span_id) if tracked.sampling else None
         if sampled is None:
-            sampled = self._sampler.one_shot(tracked.target, span.name)
+            sampled = self._sampler.one_shot(tracked, span.name)
         attributes = dict(span.attributes or {})
-        pairs = headers_in_frames(tracked.target.frames())
+        pairs = headers_in_frames(tracked.frames())
         if pairs is None:
             pairs = headers_from_attributes(attributes)
         tracked.inflight_reported = True

@@ -2,9 +2,14 @@
 
 The SDK freezes a span's attributes before any end-time processor hook runs, so the
 ``perfmon.*`` link attributes are set from here, on the watchdog's own daemon thread, the
-moment a span becomes slow. ``schedule`` (request path) is a heap push under a short lock;
-the thread is woken only when the new deadline is the earliest. Entries of spans that ended
-early are dropped lazily when their deadline comes.
+moment a span becomes slow.
+
+The request path does nothing for it: the watchdog scans the processor's table of open
+spans (as many entries as requests in flight) and sleeps until the earliest deadline among
+them, or for ``idle_wait_seconds`` (the shortest threshold) when none is due sooner: a span
+that starts while it sleeps cannot be due before it wakes. Extra one-off deadlines (in-flight
+reports, spans with a shorter threshold than the default) go through :meth:`schedule`, which
+wakes the thread.
 """
 
 from __future__ import annotations
@@ -14,15 +19,24 @@ import itertools
 import os
 import threading
 import time
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 
 class Watchdog:
-    """Calls ``on_deadline(item)`` on a daemon thread at ``deadline`` (``time.monotonic`` s)."""
+    """Calls ``on_deadline(item)`` on a daemon thread once an item's ``deadline``
+    (``time.monotonic`` seconds) has passed, unless the item has ``ended``.
 
-    def __init__(self, on_deadline: Callable[[Any], None], on_error: Callable[[BaseException], None]) -> None:
+    ``active()`` returns the open spans (objects with ``deadline``, ``fired`` and ``ended``);
+    it is called on the watchdog thread and must be cheap and thread-safe (e.g.
+    ``list(dict.values())``).
+    """
+
+    def __init__(self, active: Callable[[], Iterable[Any]], on_deadline: Callable[[Any], None],
+                 on_error: Callable[[BaseException], None], idle_wait_seconds: float) -> None:
+        self._active = active
         self._on_deadline = on_deadline
         self._on_error = on_error
+        self._idle_wait = idle_wait_seconds
         self._closed = False
         self._reset()
         if hasattr(os, "register_at_fork"):
@@ -33,41 +47,68 @@ class Watchdog:
         self._heap: List[Tuple[float, int, Any]] = []
         self._seq = itertools.count()
         self._thread: Optional[threading.Thread] = None
+        self.running = False
+
+    def ensure_started(self) -> None:
+        """Start the thread if needed (cheap when running: callers check ``running`` first)."""
+        with self._cond:
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._run, name="otel-perfmon-watchdog", daemon=True)
+                self._thread.start()
+                self.running = True
 
     def schedule(self, deadline: float, item: Any) -> None:
-        """Request path: O(log n) push; wakes the thread only for a new earliest deadline."""
+        """Fire ``item`` at ``deadline`` (an extra, one-off deadline). Any thread."""
         with self._cond:
             if self._closed:
                 return
             heapq.heappush(self._heap, (deadline, next(self._seq), item))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="otel-perfmon-watchdog", daemon=True)
-                self._thread.start()
-            elif self._heap[0][2] is item:
-                self._cond.notify()
+            self._cond.notify()
+        if not self.running:
+            self.ensure_started()
+
+    def wake(self) -> None:
+        """Rescan now (a span with a deadline earlier than the thread's next wake-up started)."""
+        with self._cond:
+            self._cond.notify()
+
+    def _fire(self, item: Any) -> None:
+        try:
+            self._on_deadline(item)
+        except BaseException as exc:
+            self._on_error(exc)
 
     def _run(self) -> None:
         while True:
+            now = time.monotonic()
+            wake_at = now + self._idle_wait
+            for item in self._active():
+                if item.fired or item.ended:
+                    continue
+                if item.deadline <= now:
+                    item.fired = True
+                    self._fire(item)
+                elif item.deadline < wake_at:
+                    wake_at = item.deadline
+            due = []
             with self._cond:
-                while True:
-                    if self._closed:
-                        return
-                    if self._heap:
-                        wait = self._heap[0][0] - time.monotonic()
-                        if wait <= 0:
-                            _, _, item = heapq.heappop(self._heap)
-                            break
-                        self._cond.wait(wait)
-                    else:
-                        self._cond.wait()
-            if getattr(item, "ended", False):
-                continue
-            try:
-                self._on_deadline(item)
-            except BaseException as exc:
-                self._on_error(exc)
+                if self._closed:
+                    return
+                while self._heap and self._heap[0][0] <= now:
+                    due.append(heapq.heappop(self._heap)[2])
+                if self._heap and self._heap[0][0] < wake_at:
+                    wake_at = self._heap[0][0]
+            for item in due:
+                if not item.ended:
+                    self._fire(item)
+            with self._cond:
+                if self._closed:
+                    return
+                if not due:
+                    self._cond.wait(max(0.0, wake_at - time.monotonic()))
 
     def pending(self) -> int:
+        """Number of one-off deadlines still scheduled."""
         with self._cond:
             return len(self._heap)
 
