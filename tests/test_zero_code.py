@@ -222,3 +222,24 @@ def test_instrument_never_raises_into_the_launcher(monkeypatch, caplog):
     assert PerfmonInstrumentor.handle is None
     assert "zero-code set-up failed" in caplog.text
     instrumentor._uninstrument()  # nothing configured: a no-op
+
+
+def test_report_event_of_a_request_right_before_shutdown_is_not_lost(workdir):
+    """At exit, queued reports reach the app's LoggerProvider before the SDK shuts it down."""
+    import signal
+
+    port = free_port()
+    with OtlpReceiver() as receiver:
+        env = zero_code_env(workdir, receiver, "zc-exit", OTEL_METRICS_EXPORTER="none",
+                            OTEL_BLRP_SCHEDULE_DELAY="5000", OTEL_BSP_SCHEDULE_DELAY="5000")
+        # gunicorn workers exit through sys.exit on SIGTERM, so atexit handlers run (uvicorn
+        # re-raises SIGTERM after its shutdown and the process dies without them).
+        argv = [LAUNCHER, *gunicorn_argv("flask_plain:app", port, workers=1)]
+        with run_server(argv, env, port, workdir["log"], cwd=APPS) as server:
+            request_all(server, ["/slow"])
+            os.kill(server.process.pid, signal.SIGTERM)
+            server.process.wait(timeout=20)
+        reports = read_reports(workdir["reports"])
+        events = [r for r in receiver.logs() if r["event_name"] == otlp.EVENT_NAME]
+    assert len(reports) == 1, server.log()
+    assert [e["attributes"][attr.PERFMON_REPORT_ID] for e in events] == [reports[0]["report_id"]], server.log()

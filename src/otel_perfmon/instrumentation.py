@@ -16,7 +16,9 @@ calls :func:`otel_perfmon.configure_perfmon` with no arguments, so it is configu
 ``OTEL_PERFMON_*`` variables (see README.md), and adds its SpanProcessor to that provider
 (or to the one the app sets later). OTel's Flask / FastAPI instrumentors create the SERVER
 spans. gunicorn imports the app in the master and forks the workers; otel-perfmon's
-threads start lazily and again in each worker (``os.register_at_fork``).
+threads start lazily and again in each worker (``os.register_at_fork``). At interpreter exit
+the queued reports are flushed before the launcher's LoggerProvider and MeterProvider shut
+down, so the last ``perfmon.report`` events are not lost.
 
 Configuration::
 
@@ -32,12 +34,27 @@ logged and otel-perfmon stays off.
 
 from __future__ import annotations
 
+import atexit
 import logging
 from typing import Any, Collection, Optional
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 _logger = logging.getLogger(__name__)
+
+#: Upper bound (s) of the flush at interpreter exit.
+EXIT_FLUSH_TIMEOUT_SECONDS = 5.0
+
+
+def _flush_at_exit() -> None:
+    """atexit (main thread, at interpreter exit): export queued reports; never raises."""
+    handle = PerfmonInstrumentor.handle
+    if handle is None:
+        return
+    try:
+        handle.force_flush(EXIT_FLUSH_TIMEOUT_SECONDS)
+    except Exception:
+        _logger.exception("otel-perfmon: flush at exit failed")
 
 
 class PerfmonInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -61,6 +78,10 @@ class PerfmonInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
             tracer_provider = kwargs.get("tracer_provider")
             type(self).handle = configure_perfmon(tracer_provider=tracer_provider)
+            # atexit runs last-registered first: this flush runs before the configurator's
+            # LoggerProvider / MeterProvider shut down, so reports still queued at exit
+            # reach the app's pipelines (the otlp exporter) instead of a closed provider.
+            atexit.register(_flush_at_exit)
             _logger.debug("otel-perfmon: configured by opentelemetry-instrument (%s)",
                           type(self).handle.config)
         except Exception:  # never into the launcher: it would abort the other instrumentors
