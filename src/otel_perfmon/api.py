@@ -147,7 +147,8 @@ def configure_perfmon(app: Any = None, tracer_provider: Any = None, config: Opti
                                 "keeping the first configuration")
             handle = existing
         else:
-            handle = Perfmon(resolved, build_exporters(resolved.exporters))
+            handle = Perfmon(resolved, build_exporters(resolved.exporters,
+                                                       timeout_seconds=resolved.export_timeout_seconds))
             if _is_sdk_provider(provider):
                 handle._attach(provider)
             else:

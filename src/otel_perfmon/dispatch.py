@@ -11,11 +11,12 @@ are skipped and counted as export failures.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
 from typing import Any, Callable, List, Optional
+
+from otel_perfmon._fork import reset_after_fork
 
 from otel_perfmon.exporters.base import ExportResult
 from otel_perfmon.stats import Stats, log_once
@@ -43,8 +44,7 @@ class BackgroundQueue:
         self._closed = False
         self.busy_since: Optional[float] = None
         self._reset()
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._reset)
+        reset_after_fork(self)
 
     def _reset(self) -> None:
         # also the fork hook: the parent's thread does not exist in the child.
@@ -114,6 +114,16 @@ class BackgroundQueue:
         """Stop after the queued items, waiting at most ``timeout_seconds``; True if drained."""
         self._closed = True
         drained = self.flush(timeout_seconds)
+        if not drained:  # what is left will never be handled: count it as dropped
+            abandoned = 1 if self.busy_since is not None else 0
+            while True:
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                abandoned += 1
+            for _ in range(abandoned):
+                self._on_drop(None)
         thread = self._thread
         if thread is not None:
             try:

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import os
 import threading
 import time
 from typing import Any, Callable, Iterable, List, Optional, Tuple
+
+from otel_perfmon._fork import reset_after_fork
 
 
 class Watchdog:
@@ -39,8 +40,7 @@ class Watchdog:
         self._idle_wait = idle_wait_seconds
         self._closed = False
         self._reset()
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._reset)
+        reset_after_fork(self)
 
     def _reset(self) -> None:
         self._cond = threading.Condition(threading.Lock())

@@ -90,8 +90,13 @@ def validate_exporter_specs(specs: Any) -> List[Any]:
     return list(specs)
 
 
-def build_exporters(specs: List[Any], environ: Optional[Mapping[str, str]] = None) -> List[Any]:
-    """Instantiate validated specs. Raises ConfigurationError naming exporter and field."""
+def build_exporters(specs: List[Any], environ: Optional[Mapping[str, str]] = None,
+                    timeout_seconds: Optional[float] = None) -> List[Any]:
+    """Instantiate validated specs. Raises ConfigurationError naming exporter and field.
+
+    ``timeout_seconds`` (the resolved ``export_timeout_seconds``) becomes the
+    ``timeout_seconds`` of exporters built here from a name or a dict without one.
+    """
     from otel_perfmon.config import ConfigurationError
 
     environ = os.environ if environ is None else environ
@@ -109,9 +114,13 @@ def build_exporters(specs: List[Any], environ: Optional[Mapping[str, str]] = Non
         try:
             if options is None:
                 from_env = getattr(cls, "from_env", None)
-                built.append(from_env(environ) if from_env else cls())
+                exporter = from_env(environ) if from_env else cls()
             else:
-                built.append(cls(**options))
+                exporter = cls(**options)
+            if timeout_seconds is not None and hasattr(exporter, "timeout_seconds") \
+                    and "timeout_seconds" not in (options or {}):
+                exporter.timeout_seconds = timeout_seconds
+            built.append(exporter)
         except ConfigurationError:
             raise
         except TypeError as exc:

@@ -15,11 +15,12 @@ Idea after py-spy / Austin-style external sampling, done in-process.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
+
+from otel_perfmon._fork import reset_after_fork
 
 from pyinstrument.frame import AWAIT_FRAME_IDENTIFIER
 from pyinstrument.low_level.stat_profile import get_frame_info
@@ -122,8 +123,7 @@ class StackSampler:
     def __init__(self, interval_seconds: float) -> None:
         self.interval_seconds = interval_seconds
         self._reset()
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._reset)
+        reset_after_fork(self)
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
