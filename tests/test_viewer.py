@@ -85,6 +85,7 @@ def server(dataset):
     with run_server(serve_argv(dataset["dir"], port, "--trace-url-template", TRACE_TEMPLATE), {}, port,
                     os.path.join(dataset["root"], "serve.log"), cwd=ROOT, health_path="/healthz") as srv:
         yield srv
+        assert "Traceback" not in srv.log()  # no request ended in a server error
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +95,7 @@ def auth_server(dataset):
     with run_server(serve_argv(dataset["dir"], port), env, port, os.path.join(dataset["root"], "serve-auth.log"),
                     cwd=ROOT, health_path="/healthz") as srv:
         yield srv
+        assert "Traceback" not in srv.log()
 
 
 # --- list, sort, filters, paging --------------------------------------------------------------
@@ -381,6 +383,22 @@ def test_trace_url_template_validation():
     assert validate_trace_url_template(grafana) == grafana
     assert trace_url(grafana, {"trace_id": "ab" * 16}) == grafana.replace("{trace_id}", "ab" * 16)
     assert trace_url(grafana, {"trace_id": "<script>"}) is None
+
+
+def test_malformed_report_still_renders(server, dataset):
+    path = os.path.join(dataset["dir"], "weird-report-0001.json")
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump({"report_id": "something-else", "http": "GET /", "headers": ["x"], "duration_ms": "slow",
+                   "host": None, "profile": {"hotspots": [{"self_ms": "x", "function": EVIL}, 3]},
+                   "trace_id": "javascript:alert(1)"}, handle)
+    try:
+        status, _, body = request(server, "GET", "/reports/weird-report-0001")
+        assert status == 200 and b"<script>" not in body and b"javascript:alert" in body
+        assert b'href="javascript:' not in body
+        assert request(server, "GET", "/api/reports/weird-report-0001")[0] == 200
+        assert request(server, "GET", "/reports/weird-report-0001/download")[0] == 200
+    finally:
+        os.unlink(path)
 
 
 # --- index -----------------------------------------------------------------------------------

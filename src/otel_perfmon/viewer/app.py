@@ -191,7 +191,7 @@ class Viewer:
             loader=jinja2.PackageLoader("otel_perfmon.viewer", "templates"),
             autoescape=True, trim_blocks=True, lstrip_blocks=True)
         self.templates.filters["when"] = format_time
-        self.templates.filters["ms"] = lambda v: "" if v is None else f"{v:,.1f}"
+        self.templates.filters["ms"] = _milliseconds
 
     # --- helpers ------------------------------------------------------------------------
     def _render(self, request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -287,6 +287,7 @@ class Viewer:
         data = self._load(report_id)
         if data is None:
             return self._not_found(request)
+        self.index.get(report_id)  # a report newer than the listing: rescan now, so the list shows it
         http = data.get("http") if isinstance(data.get("http"), dict) else {}
         profile = data.get("profile") if isinstance(data.get("profile"), dict) else {}
         headers = data.get("headers") if isinstance(data.get("headers"), dict) else {}
@@ -403,6 +404,16 @@ class Viewer:
     async def stylesheet(self, request: Request) -> Response:
         return Response(_stylesheet(), media_type="text/css", headers={
             "X-Content-Type-Options": "nosniff", "Cache-Control": "max-age=3600"})
+
+
+def _milliseconds(value: Any) -> str:
+    """``1,234.5`` for a number; ``""`` for anything else (a malformed report must still render)."""
+    if isinstance(value, (bool, jinja2.Undefined)):
+        return ""
+    try:
+        return f"{float(value):,.1f}"
+    except (TypeError, ValueError):
+        return ""
 
 
 def _chart(items: List[ReportSummary], width: int = 720, height: int = 180) -> Dict[str, Any]:
