@@ -422,14 +422,28 @@ def _chart(items: List[ReportSummary], width: int = 720, height: int = 180) -> D
         return {"points": [], "width": width, "height": height, "max_ms": 0.0}
     t0, t1 = items[0].start_ts, items[-1].start_ts
     span = (t1 - t0) or 1.0
-    top = max(r.duration_ms for r in items) or 1.0
-    top = 10 ** math.ceil(math.log10(top)) if top > 0 else 1.0
+    threshold = max(r.threshold_ms for r in items)
+    top = _nice_ceiling(max(max(r.duration_ms for r in items), threshold))
     pad = 10
-    points = [{"x": round(pad + (r.start_ts - t0) / span * (width - 2 * pad), 1),
-               "y": round(height - pad - r.duration_ms / top * (height - 2 * pad), 1),
-               "r": r} for r in items]
-    return {"points": points, "width": width, "height": height, "max_ms": top,
-            "start": t0, "end": t1}
+
+    def y(ms: float) -> float:
+        return round(height - pad - max(ms, 0.0) / top * (height - 2 * pad), 1)
+
+    points = [{"x": round(pad + (r.start_ts - t0) / span * (width - 2 * pad), 1), "y": y(r.duration_ms), "r": r}
+              for r in items]
+    return {"points": points, "width": width, "height": height, "max_ms": top, "threshold_ms": threshold,
+            "threshold_y": y(threshold), "start": t0, "end": t1}
+
+
+def _nice_ceiling(value: float) -> float:
+    """The smallest of 1, 2, 5 x 10^k that is >= ``value`` (a chart's top)."""
+    if value <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(value))
+    for step in (1, 2, 5, 10):
+        if step * power >= value:
+            return float(step * power)
+    return float(10 * power)
 
 
 _CSS: List[bytes] = []

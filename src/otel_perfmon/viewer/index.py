@@ -225,8 +225,10 @@ class ReportIndex:
     occurrence counts (``None``: no counts); it may block on I/O and may raise.
 
     ``refresh_interval_seconds`` bounds how stale a listing may be (0: rescan on every query).
-    Methods never raise for unreadable files (they are skipped and logged once); they do raise
-    ``OSError`` only if ``report_dir`` exists but cannot be listed.
+    Thread-safe. Methods that refresh do blocking file I/O: call them from a worker thread
+    (Starlette runs the sync endpoints in its thread pool), not on an event loop. They never
+    raise for unreadable files (skipped, logged once per file); they raise ``OSError`` only if
+    ``report_dir`` exists but cannot be listed.
     """
 
     def __init__(self, report_dir: str, dedup_entries: Optional[Callable[[], Iterable[DedupEntry]]] = None,
