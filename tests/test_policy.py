@@ -195,3 +195,29 @@ def test_in_flight_report_before_the_request_ends(pipeline):
     assert perfmon.stats()["reports_created"] == 1
     (span,) = [s for s in pipeline["spans"].get_finished_spans() if s.name == "GET /stuck"]
     assert span.attributes["perfmon.report.id"] == report.report_id
+
+
+def test_unrouted_requests_share_one_fingerprint(pipeline):
+    """A scanner hitting many slow unknown paths makes one report, not one per path."""
+    app = Flask("unrouted")
+
+    @app.errorhandler(404)
+    def slow_not_found(_error):
+        busy_python(THRESHOLD * 2)
+        return "nope", 404
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    exporter = InMemoryReportExporter()
+    perfmon = configure_perfmon(app=app, tracer_provider=provider, threshold_seconds=THRESHOLD,
+                                report_dir=pipeline["reports"], dedup_store="memory", exporters=[exporter])
+    try:
+        client = app.test_client()
+        for path in ("/wp-admin", "/.env", "/phpmyadmin/index.php"):
+            assert client.get(path).status_code == 404
+        assert perfmon.force_flush(10)
+        assert len(exporter.reports) == 1
+        assert perfmon.stats()["reports_deduplicated"] == 2
+    finally:
+        perfmon.shutdown(timeout_seconds=2)

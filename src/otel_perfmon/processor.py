@@ -63,7 +63,9 @@ class _Tracked(SpanTarget):
         self.span = span
         self.span_id = span.context.span_id
         self.threshold_seconds = threshold_seconds
-        self.started = time.monotonic()
+        # monotonic time of the span's own start (instrumentors may start it before our hook)
+        self.started = time.monotonic() - max(0.0, (time.time_ns() - (span.start_time or 0)) / 1e9) \
+            if span.start_time else time.monotonic()
         self.deadline = self.started + threshold_seconds
         self.fired = False
         self.token: Any = None
@@ -106,10 +108,13 @@ def _service_name(span: Any) -> str:
 
 def span_fingerprint(span: Any) -> str:
     """Fingerprint of a span: service + method + route template (see :func:`dedup.fingerprint`)."""
-    info = http_info(span.attributes or {}, span.name)
+    attributes = span.attributes or {}
+    info = http_info(attributes, span.name)
     if info["method"] is None and not info["route"].startswith("/"):
         return fingerprint(_service_name(span), "FUNCTION", span.name)
-    return fingerprint(_service_name(span), info["method"] or "", info["route"])
+    # requests that matched no route (404 scans...) share one fingerprint, not one per path
+    route = info["route"] if attributes.get("http.route") else "[unrouted]"
+    return fingerprint(_service_name(span), info["method"] or "", route)
 
 
 class PerfmonSpanProcessor(SpanProcessor):
@@ -144,7 +149,7 @@ class PerfmonSpanProcessor(SpanProcessor):
         self._tracked: Dict[int, _Tracked] = {}
         self._claim_lock = threading.Lock()
         self._watchdog = Watchdog(lambda: list(self._tracked.values()), self._on_deadline,
-                                  self._background_error, idle_wait_seconds=self._threshold)
+                                  self._background_error, idle_wait_seconds=self._threshold / 2)
         self._worker = BackgroundQueue("otel-perfmon-worker", self._process, config.queue_size,
                                        on_drop=self._dropped, on_error=self._background_error)
         self.dispatcher = Dispatcher(exporters or [], config.export_timeout_seconds,

@@ -6,8 +6,9 @@ moment a span becomes slow.
 
 The request path does nothing for it: the watchdog scans the processor's table of open
 spans (as many entries as requests in flight) and sleeps until the earliest deadline among
-them, or for ``idle_wait_seconds`` (the shortest threshold) when none is due sooner: a span
-that starts while it sleeps cannot be due before it wakes. Extra one-off deadlines (in-flight
+them, or for ``idle_wait_seconds`` (half the default threshold) when none is due sooner: a
+span that starts while it sleeps cannot be due before it wakes unless the instrumentor started
+it more than that long before our hook saw it. Extra one-off deadlines (in-flight
 reports, spans with a shorter threshold than the default) go through :meth:`schedule`, which
 wakes the thread.
 """
