@@ -2,7 +2,28 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Optional
+
+
+def instrument_with(app: Any, tracer_provider: Optional[Any], module: str, instrumentor: str, extra: str) -> bool:
+    """``<instrumentor>.instrument_app(app, tracer_provider=...)`` unless ``app`` already is.
+
+    Returns True when this call instrumented the app. Raises ConfigurationError naming the
+    extra to install when the instrumentation package is missing.
+    """
+    from otel_perfmon.config import ConfigurationError
+
+    if getattr(app, "_is_instrumented_by_opentelemetry", False):
+        return False
+    try:
+        cls = getattr(importlib.import_module(module), instrumentor)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"app: needs {module.replace('.', '-').replace('_', '-')} "
+            f"(pip install 'otel-perfmon[{extra}]'): {exc}") from None
+    cls.instrument_app(app, tracer_provider=tracer_provider)
+    return True
 
 
 def instrument_app(app: Any, tracer_provider: Optional[Any]) -> bool:
