@@ -23,6 +23,7 @@ Instruments (meter ``otel_perfmon``):
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import weakref
 from typing import Any, Dict, Iterable, List, Optional
@@ -65,9 +66,23 @@ def metric_names() -> List[str]:
 
 
 def _total(key: str) -> int:
+    # _lock is held across the snapshots so that a fork (gunicorn) never happens while this
+    # reader thread holds a Stats lock: the child would inherit it locked, and its request
+    # path (Stats.incr) would block forever. See _before_fork.
     with _lock:
-        members = list(_stats)
-    return sum(stats.snapshot().get(key, 0) for stats in members)
+        return sum(stats.snapshot().get(key, 0) for stats in list(_stats))
+
+
+def _before_fork() -> None:
+    _lock.acquire()
+
+
+def _after_fork() -> None:
+    _lock.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
 
 
 def _callback(key: str) -> Any:
