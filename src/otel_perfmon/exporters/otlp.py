@@ -132,9 +132,12 @@ class OtlpReportExporter(ReportExporter):
     private pipeline only; unset, the ``OTEL_EXPORTER_OTLP_*`` variables apply.
     ``max_hotspots`` limits ``perfmon.hotspots``.
 
-    ``export`` runs on otel-perfmon's exporter thread and returns FAILURE (never raises) when
-    the private pipeline's request fails or no pipeline can be built. Through the app's
-    provider it returns SUCCESS once the record is handed to that provider's processors.
+    ``export`` runs on otel-perfmon's exporter thread. It returns FAILURE when the private
+    pipeline's request fails or no pipeline can be built (no LoggerProvider set and no
+    ``opentelemetry-exporter-otlp-proto-http``); through the app's provider it returns SUCCESS
+    once the record is handed to that provider's processors. It raises RuntimeError only when
+    the installed OpenTelemetry API is older than 1.35 (the dispatcher logs it once and counts
+    an export failure). The constructor raises ConfigurationError for invalid options.
     """
 
     name = "otlp"
@@ -217,7 +220,7 @@ class OtlpReportExporter(ReportExporter):
 
     # ------------------------------------------------------------------ interface
     def export(self, report: Any) -> ExportResult:
-        """Emit one ``perfmon.report`` record for ``report``; background thread; never raises."""
+        """Emit one ``perfmon.report`` record for ``report`` (background thread); see the class."""
         try:
             from opentelemetry import trace
             from opentelemetry._logs import SeverityNumber
