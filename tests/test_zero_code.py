@@ -194,8 +194,9 @@ def test_disabled_by_otel_python_disabled_instrumentations(workdir):
 
 # ---------------------------------------------------------------------- in-process, fast
 def test_entry_point_and_no_instruments_extra():
-    import tomllib
     from importlib.metadata import entry_points
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
     from otel_perfmon.instrumentation import PerfmonInstrumentor
 
