@@ -41,7 +41,7 @@ SLOW_SPAN_DURATION = "perfmon.slow_span.duration"
 _UNITS = {
     "spans_started": "{span}", "spans_profiled": "{span}", "slow_spans": "{span}",
     "reports_created": "{report}", "reports_deduplicated": "{report}", "reports_dropped": "{report}",
-    "export_failures": "{export}", "internal_errors": "{error}",
+    "export_failures": "{export}", "internal_errors": "{error}", "profiling_seconds_estimate": "s",
 }
 _DESCRIPTIONS = {
     "spans_started": "Eligible spans seen (local-root SERVER spans and @profile spans)",
@@ -52,7 +52,10 @@ _DESCRIPTIONS = {
     "reports_dropped": "Slow spans whose report was lost (queue full, shut down, build failed)",
     "export_failures": "Exporter calls that failed, timed out or were skipped",
     "internal_errors": "Exceptions caught inside otel-perfmon",
+    "profiling_seconds_estimate": "Upper-bound estimate of the time spent profiling (pyinstrument)",
 }
+#: Gauge: share of eligible spans that got a pyinstrument session (0..1).
+PROFILED_FRACTION = "perfmon.profiled_fraction"
 
 _lock = threading.Lock()
 _stats: "weakref.WeakSet[Stats]" = weakref.WeakSet()
@@ -62,7 +65,7 @@ _installed = False
 
 def metric_names() -> List[str]:
     """Every instrument name otel-perfmon creates (``perfmon.*``)."""
-    return [PREFIX + key for key in STAT_KEYS] + [SLOW_SPAN_DURATION]
+    return [PREFIX + key for key in STAT_KEYS] + [PROFILED_FRACTION, SLOW_SPAN_DURATION]
 
 
 def _total(key: str) -> int:
@@ -99,6 +102,18 @@ def _callback(key: str) -> Any:
     return observe
 
 
+def _fraction(_options: Any) -> Iterable[Any]:
+    # metric reader's thread: spans_profiled / spans_started over every processor.
+    from opentelemetry.metrics import Observation
+
+    try:
+        started = _total("spans_started")
+        return [Observation(_total("spans_profiled") / started if started else 0.0)]
+    except Exception:
+        log_once(_logger, "metrics-callback", "could not read the counters for metrics")
+        return []
+
+
 def _install() -> None:
     global _histogram, _installed
     from opentelemetry import metrics
@@ -109,6 +124,8 @@ def _install() -> None:
     for key in STAT_KEYS:
         meter.create_observable_counter(PREFIX + key, callbacks=[_callback(key)], unit=_UNITS.get(key, "1"),
                                         description=_DESCRIPTIONS.get(key, key))
+    meter.create_observable_gauge(PROFILED_FRACTION, callbacks=[_fraction], unit="1",
+                                  description="Share of eligible spans that got a pyinstrument session")
     _histogram = meter.create_histogram(SLOW_SPAN_DURATION, unit="ms",
                                         description="Duration of spans slower than their threshold, by route")
     _installed = True

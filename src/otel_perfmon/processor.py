@@ -139,7 +139,6 @@ class PerfmonSpanProcessor(SpanProcessor):
         self._on_report = getattr(self._policy, "on_report", None)
         self._sampler = StackSampler(config.sampler_interval_seconds)
         self._inflight_multiple = config.inflight_multiple
-        self._profiling_seconds = 0.0
         self._url_filter = UrlFilter(compile_url_patterns("include_urls", config.include_urls),
                                      compile_url_patterns("exclude_urls", config.exclude_urls))
         self._capture = frozenset(h.lower() for h in config.capture_headers)
@@ -230,7 +229,7 @@ class PerfmonSpanProcessor(SpanProcessor):
             slow = duration > tracked.threshold_seconds
             self._policy.on_span_end(span.name, duration, profile is not None, slow)
             if profile is not None:
-                self._profiling_seconds += estimated_profiling_cost(duration)
+                self.stats.incr("profiling_seconds_estimate", estimated_profiling_cost(duration))
             if not slow:
                 return
             self.stats.incr("slow_spans")
@@ -357,9 +356,8 @@ class PerfmonSpanProcessor(SpanProcessor):
         """``stats()``: the counters plus ``profiled_fraction`` (profiled / started spans) and
         ``profiling_seconds_estimate`` (upper-bound estimate of the time profiling cost, s)."""
         values: Dict[str, Any] = self.stats.snapshot()
-        started = values.get("spans_started", 0)
-        values["profiled_fraction"] = round(values.get("spans_profiled", 0) / started, 6) if started else 0.0
-        values["profiling_seconds_estimate"] = round(self._profiling_seconds, 6)
+        values["profiled_fraction"] = self.stats.profiled_fraction(values)
+        values["profiling_seconds_estimate"] = round(values["profiling_seconds_estimate"], 6)
         return values
 
     def _dropped(self, captured: Any) -> None:

@@ -6,6 +6,8 @@ import logging
 import threading
 from typing import Dict, Set
 
+from otel_perfmon._fork import reset_after_fork
+
 STAT_KEYS = (
     "spans_started",         # eligible spans seen (local-root SERVER spans, @profile spans)
     "spans_profiled",        # of those, spans that got a pyinstrument session
@@ -15,6 +17,7 @@ STAT_KEYS = (
     "reports_dropped",       # slow spans lost: queue full, shut down, or the build failed
     "export_failures",       # exporter calls that failed, timed out or were skipped while stuck
     "internal_errors",       # exceptions caught inside otel-perfmon's hooks and threads
+    "profiling_seconds_estimate",  # upper-bound estimate of the time profiling cost (s, float)
 )
 
 
@@ -23,15 +26,25 @@ class Stats:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._values: Dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
+        self._values: Dict[str, float] = dict.fromkeys(STAT_KEYS, 0)
+        reset_after_fork(self, "_new_lock")
 
-    def incr(self, key: str, amount: int = 1) -> None:
+    def _new_lock(self) -> None:
+        # in a forked child: another thread of the parent may have held the lock at fork time.
+        self._lock = threading.Lock()
+
+    def incr(self, key: str, amount: float = 1) -> None:
         with self._lock:
             self._values[key] = self._values.get(key, 0) + amount
 
-    def snapshot(self) -> Dict[str, int]:
+    def snapshot(self) -> Dict[str, float]:
         with self._lock:
             return dict(self._values)
+
+    def profiled_fraction(self, values: Dict[str, float]) -> float:
+        """spans_profiled / spans_started of a snapshot (0..1)."""
+        started = values.get("spans_started", 0)
+        return round(values.get("spans_profiled", 0) / started, 6) if started else 0.0
 
 
 _logged: Set[str] = set()
