@@ -6,7 +6,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
 RUN pip install ".[flask,viewer]" gunicorn opentelemetry-distro opentelemetry-exporter-otlp-proto-http
-COPY examples/zero_code_app.py /app/zero_code_app.py
+COPY examples/zero_code_app.py examples/workloads.py /app/
 WORKDIR /app
 EXPOSE 8000 8484
 CMD ["opentelemetry-instrument", "gunicorn", "-w", "2", "-b", "0.0.0.0:8000", "zero_code_app:app"]

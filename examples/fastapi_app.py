@@ -10,48 +10,21 @@ worker thread, slow), ``/items/{item_id}`` (parameterized: odd ids are slow), ``
 ``EXAMPLE_SLOW_SECONDS`` (default 1.2) sets how long the slow routes take.
 """
 
-import asyncio
-import hashlib
-import os
 import time
 
 from fastapi import FastAPI
 
 from otel_perfmon import configure_perfmon
 from tracing_setup import setup_tracing
-
-SLOW_SECONDS = float(os.environ.get("EXAMPLE_SLOW_SECONDS", "1.2"))
+from workloads import SLOW_SECONDS, crunch_numbers, fetch_from_slow_service, load_from_slow_backend
 
 setup_tracing("example-fastapi")
 app = FastAPI()
 
 
-def checksum_rows(rows: int) -> str:
-    digest = hashlib.sha256()
-    for row in range(rows):
-        digest.update(f"row-{row}".encode())
-    return digest.hexdigest()
-
-
-def crunch_numbers(deadline: float) -> int:
-    """CPU-bound work: many small Python calls until the deadline."""
-    total = 0
-    while time.monotonic() < deadline:
-        total += sum(i * i for i in range(500))
-        checksum_rows(20)
-    return total
-
-
-async def fetch_from_slow_service(seconds: float) -> dict:
-    """Async I/O: stands in for a slow HTTP or database call."""
-    await asyncio.sleep(seconds)
-    return {"rows": 3}
-
-
 def blocking_query(seconds: float) -> dict:
-    """Blocking I/O in a sync route (runs in FastAPI's worker thread)."""
-    time.sleep(seconds)
-    return {"rows": 5}
+    """Blocking I/O in a sync route (FastAPI runs it in a worker thread)."""
+    return load_from_slow_backend(seconds)
 
 
 @app.get("/fast")

@@ -7,41 +7,17 @@ Run it under the OpenTelemetry launcher (what ``collector-config/docker-compose.
         opentelemetry-instrument gunicorn -w 2 --chdir examples zero_code_app:app
 
 Routes: ``/fast`` (instant), ``/cpu`` (CPU-bound, slow), ``/io`` (waits on I/O, slow),
-``/items/<int:item_id>`` (odd ids are slow), ``/health``. ``EXAMPLE_SLOW_SECONDS`` (default
-1.2) sets how long the slow routes take.
+``/items/<int:item_id>`` (odd ids are slow), ``/health``. ``flask_app.py`` serves the same
+routes with an explicit ``configure_perfmon()`` set-up.
 """
 
-import hashlib
-import os
 import time
 
 from flask import Flask, jsonify, request
 
-SLOW_SECONDS = float(os.environ.get("EXAMPLE_SLOW_SECONDS", "1.2"))
+from workloads import SLOW_SECONDS, crunch_numbers, load_from_slow_backend
 
 app = Flask(__name__)
-
-
-def checksum_rows(rows: int) -> str:
-    digest = hashlib.sha256()
-    for row in range(rows):
-        digest.update(f"row-{row}".encode())
-    return digest.hexdigest()
-
-
-def crunch_numbers(deadline: float) -> int:
-    """CPU-bound work: many small Python calls until the deadline."""
-    total = 0
-    while time.monotonic() < deadline:
-        total += sum(i * i for i in range(500))
-        checksum_rows(20)
-    return total
-
-
-def load_from_slow_backend(seconds: float) -> dict:
-    """I/O-bound work: stands in for a slow database or HTTP call."""
-    time.sleep(seconds)
-    return {"rows": 3}
 
 
 @app.get("/health")

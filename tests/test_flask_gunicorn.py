@@ -84,7 +84,7 @@ def test_slow_requests_get_linked_reports_and_fast_ones_nothing(workdir):
             assert os.path.exists(os.path.join(workdir["reports"], f"{report['report_id']}.{suffix}"))
 
     cpu, io = reports["/cpu"], reports["/io"]
-    assert any(h["function"] in ("crunch_numbers", "checksum_rows", "<genexpr>") and h["file"].endswith("flask_app.py")
+    assert any(h["function"] in ("crunch_numbers", "checksum_rows", "<genexpr>") and h["file"].endswith("workloads.py")
                for h in cpu["profile"]["hotspots"][:3]), cpu["profile"]["hotspots"]
     assert "crunch_numbers" in cpu["profile"]["call_tree_text"]
     assert "load_from_slow_backend" in io["profile"]["call_tree_text"]
