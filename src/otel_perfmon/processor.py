@@ -41,6 +41,8 @@ from otel_perfmon.stats import Stats, log_once
 
 _logger = logging.getLogger(__name__)
 
+_SERVER = SpanKind.SERVER
+
 #: Set by ``@profile`` around the start of its span: its threshold in seconds (<= 0: the
 #: configured one). Spans started while it is set are profiled whatever their kind.
 FORCED_THRESHOLD: ContextVar[Optional[float]] = ContextVar("otel_perfmon_forced_threshold", default=None)
@@ -53,26 +55,25 @@ def new_report_id(now: Optional[float] = None) -> str:
 
 
 class _Tracked(SpanTarget):
-    """State of one eligible span between start and end; also where it runs (SpanTarget)."""
+    """State of one eligible span between start and end; also where it runs (SpanTarget).
 
-    __slots__ = ("span", "span_id", "threshold_seconds", "started", "deadline", "fired", "token", "ended",
-                 "claim", "sampling", "inflight_reported")
+    Created on the request path: the constructor sets five attributes, the rest are
+    class-level defaults until the background threads change them."""
 
-    def __init__(self, span: Span, threshold_seconds: float, thread_id: int, task: Any, loop: Any) -> None:
-        SpanTarget.__init__(self, thread_id, task, loop)
+    token: Any = None
+    fired = False
+    ended = False
+    claim: Optional[Claim] = None
+    sampling = False
+    inflight_reported = False
+
+    def __init__(self, span: Span, span_id: int, threshold_seconds: float, started: float, thread_id: int) -> None:
         self.span = span
-        self.span_id = span.context.span_id
+        self.span_id = span_id
         self.threshold_seconds = threshold_seconds
-        # monotonic time of the span's own start (instrumentors may start it before our hook)
-        self.started = time.monotonic() - max(0.0, (time.time_ns() - (span.start_time or 0)) / 1e9) \
-            if span.start_time else time.monotonic()
-        self.deadline = self.started + threshold_seconds
-        self.fired = False
-        self.token: Any = None
-        self.ended = False
-        self.claim: Optional[Claim] = None
-        self.sampling = False
-        self.inflight_reported = False
+        self.started = started  # time.monotonic() of the span's own start
+        self.deadline = started + threshold_seconds
+        self.thread_id = thread_id
 
 
 class _InFlight:
@@ -164,7 +165,7 @@ class PerfmonSpanProcessor(SpanProcessor):
             if threshold is not None:  # an @profile span: any kind, any parent
                 threshold = threshold if threshold > 0 else self._threshold
             else:
-                if span.kind is not SpanKind.SERVER:
+                if span.kind is not _SERVER:
                     return
                 parent = span.parent
                 if parent is not None and parent.is_valid and not parent.is_remote:
@@ -173,9 +174,13 @@ class PerfmonSpanProcessor(SpanProcessor):
                     return
                 threshold = self._threshold
             self.stats.incr("spans_started")
+            # monotonic time of the span's own start (the instrumentor may start it before this hook)
+            now = time.monotonic()
+            started = now - max(0.0, (time.time_ns() - span.start_time) / 1e9) if span.start_time else now
+            tracked = _Tracked(span, span.context.span_id, threshold, started, threading.get_ident())
             loop = asyncio._get_running_loop()
-            tracked = _Tracked(span, threshold, threading.get_ident(),
-                               asyncio.current_task(loop) if loop is not None else None, loop)
+            if loop is not None:
+                tracked.task, tracked.loop = asyncio.current_task(loop), loop
             if self._policy.should_profile(span.name):
                 tracked.profile = self._start_profile(tracked)
             if loop is not None:

@@ -64,14 +64,16 @@ def coroutine_frames(task: Any) -> List[Any]:
 class SpanTarget:
     """Where a span runs: a thread id, plus the asyncio task and loop when on an event loop."""
 
-    __slots__ = ("thread_id", "task", "loop", "profile", "worker_thread_id")
+    # class-level defaults: creating one on the request path sets only what differs.
+    task: Any = None
+    loop: Any = None
+    profile: Any = None  # the span's SpanProfile, when it has one
+    worker_thread_id: Optional[int] = None  # set while a sync route runs in anyio's pool
 
     def __init__(self, thread_id: int, task: Any = None, loop: Any = None) -> None:
         self.thread_id = thread_id
-        self.task = task
-        self.loop = loop
-        self.profile: Any = None  # the span's SpanProfile, when it has one
-        self.worker_thread_id: Optional[int] = None  # set while a sync route runs in anyio's pool
+        if task is not None:
+            self.task, self.loop = task, loop
 
     def stack(self, frames: Dict[int, Any]) -> Optional[List[str]]:
         """The span's current stack (pyinstrument identifiers), or None if it is gone."""
