@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: install test demo system-deps clean bench-viewer
+.PHONY: install test demo system-deps clean bench bench-deps bench-viewer
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,17 @@ demo: install
 # Report viewer listing 10,000 reports (issue 5): prints timings beside budgets, exit 1 if over.
 bench-viewer: install
 	$(PY) bench/viewer_list.py $(BENCH_VIEWER_ARGS)
+
+# wrk (Debian) drives the real-server part of the bench; bench/run.py falls back to a Python client.
+bench-deps:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	  else echo "warning: wrk missing and apt-get unavailable; the bench uses its Python load client"; fi; }
+
+# Overhead benchmark (issue 6): prints the tables and goals, writes bench/results.md. BENCH_ARGS=--quick for a smoke run.
+bench: install bench-deps
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) perfmon-reports .pytest_cache

@@ -1,0 +1,348 @@
+"""Benchmark apps: one Flask or FastAPI app per variant, with the same four routes.
+
+Variants (``VARIANTS``):
+
+* ``bare``: the app alone, no OpenTelemetry;
+* ``otel``: OTel SDK ``TracerProvider`` + ``BatchSpanProcessor`` + a span exporter that drops
+  every span, and OTel's Flask / FastAPI instrumentor (the baseline of every ratio);
+* ``perfmon_default``: ``otel`` + ``configure_perfmon()`` with the package's default
+  configuration except ``report_dir`` and ``threshold_seconds``;
+* ``perfmon_always``: the same with ``profile_policy="always"``;
+* ``raw_pyinstrument``: ``otel`` + :class:`RawPyinstrumentProcessor`, a minimal span processor
+  that runs one pyinstrument ``Profiler`` per server span and throws the session away.
+
+Routes (``ROUTES``; units are those of the work each does):
+
+* ``/fast``: ~0.3 ms of pure bytecode (6,000 loop iterations, no Python calls);
+* ``/calls``: 20,000 calls of a small Python function (~1.3 ms bare on the bench machine);
+* ``/io``: a 2 ms sleep (``time.sleep`` in Flask, ``asyncio.sleep`` in FastAPI);
+* ``/slow``: ~80 ms (40 ms of small calls, then a 40 ms sleep), above the bench threshold
+  of 50 ms (``BENCH_THRESHOLD_SECONDS``).
+
+In-process use: :func:`build_flask` / :func:`build_fastapi` return a :class:`BenchApp`.
+Servers: ``gunicorn apps:flask_app`` or ``uvicorn apps:fastapi_app`` (with this directory on
+``sys.path``) build one app at import from ``BENCH_VARIANT``, ``BENCH_REPORT_DIR`` and
+``BENCH_THRESHOLD_SECONDS`` (seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.trace import SpanKind
+
+VARIANTS = ("bare", "otel", "perfmon_default", "perfmon_always", "raw_pyinstrument")
+PERFMON_VARIANTS = ("perfmon_default", "perfmon_always")
+ROUTES = ("fast", "calls", "io", "slow")
+
+#: Threshold of the perfmon variants (s): short, so the slow route (~80 ms) keeps the bench short.
+DEFAULT_THRESHOLD_SECONDS = 0.05
+#: Work of each route (see the module docstring).
+FAST_LOOP_ITERATIONS = 6000
+CALL_COUNT = 20000
+IO_SLEEP_SECONDS = 0.002
+SLOW_CPU_SECONDS = 0.04
+SLOW_SLEEP_SECONDS = 0.04
+#: pyinstrument sampling interval of the raw variant (s), the same as perfmon's default.
+RAW_INTERVAL_SECONDS = 0.001
+
+
+# ---------------------------------------------------------------------------- route work
+def fast_work(iterations: int = FAST_LOOP_ITERATIONS) -> int:
+    """~0.3 ms of arithmetic in one frame (no Python calls)."""
+    total = 0
+    for i in range(iterations):
+        total += i * i % 7
+    return total
+
+
+def small_function(value: int) -> int:
+    """One cheap Python call (the unit of the call-heavy route)."""
+    return value + 1
+
+
+def call_heavy_work(calls: int = CALL_COUNT) -> int:
+    """``calls`` calls of :func:`small_function`."""
+    total = 0
+    for i in range(calls):
+        total += small_function(i)
+    return total
+
+
+def slow_cpu_part(seconds: float = SLOW_CPU_SECONDS) -> int:
+    """Call-heavy work for ``seconds`` (s) of wall time: gives the slow report a call tree."""
+    deadline = time.perf_counter() + seconds
+    total = 0
+    while time.perf_counter() < deadline:
+        total += call_heavy_work(500)
+    return total
+
+
+def slow_backend_call(seconds: float = SLOW_SLEEP_SECONDS) -> None:
+    """Stands in for a slow database call: sleeps ``seconds`` (s)."""
+    time.sleep(seconds)
+
+
+async def slow_backend_call_async(seconds: float = SLOW_SLEEP_SECONDS) -> None:
+    """Async twin of :func:`slow_backend_call` (s)."""
+    await asyncio.sleep(seconds)
+
+
+# ---------------------------------------------------------------------------- OTel pieces
+class NullSpanExporter(SpanExporter):
+    """Drops every span (the exporter of the OTel-only baseline)."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def _is_local_root_server(span: Span) -> bool:
+    if span.kind is not SpanKind.SERVER:
+        return False
+    parent = span.parent
+    return parent is None or not parent.is_valid or parent.is_remote
+
+
+class RawPyinstrumentProcessor(SpanProcessor):
+    """One pyinstrument ``Profiler`` per local-root SERVER span, started in ``on_start`` and
+    stopped in ``on_end``; the session is discarded. ``async_mode`` is ``"enabled"`` on an event
+    loop (FastAPI) and ``"disabled"`` otherwise (Flask). Interval in seconds."""
+
+    def __init__(self, interval_seconds: float = RAW_INTERVAL_SECONDS) -> None:
+        self.interval_seconds = interval_seconds
+        self._profilers: Dict[int, Any] = {}
+
+    def on_start(self, span: Span, parent_context: Any = None) -> None:
+        if not _is_local_root_server(span):
+            return
+        from pyinstrument import Profiler
+
+        on_loop = asyncio._get_running_loop() is not None
+        profiler = Profiler(interval=self.interval_seconds, async_mode="enabled" if on_loop else "disabled")
+        profiler.start()
+        self._profilers[span.context.span_id] = profiler
+
+    def on_end(self, span: ReadableSpan) -> None:
+        profiler = self._profilers.pop(span.context.span_id, None)
+        if profiler is not None:
+            profiler.stop()
+
+    def shutdown(self) -> None:
+        self._profilers.clear()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class SlowSpanRecorder(SpanProcessor):
+    """Keeps the local-root SERVER spans that end while ``capturing`` is True, in an
+    ``InMemorySpanExporter`` (used to check the slow spans' ``perfmon.*`` links). When not
+    capturing it costs one call and one attribute read per span."""
+
+    def __init__(self) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.capturing = False
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.capturing and span.kind is SpanKind.SERVER:
+            self.exporter.export((span,))
+
+    def spans(self) -> List[ReadableSpan]:
+        return list(self.exporter.get_finished_spans())
+
+
+class BenchApp:
+    """One variant's app and its OTel / perfmon handles (``provider``, ``perfmon`` and
+    ``recorder`` are None where the variant has none)."""
+
+    def __init__(self, framework: str, variant: str, app: Any, provider: Optional[TracerProvider] = None,
+                 perfmon: Any = None, recorder: Optional[SlowSpanRecorder] = None) -> None:
+        self.framework = framework
+        self.variant = variant
+        self.app = app
+        self.provider = provider
+        self.perfmon = perfmon
+        self.recorder = recorder
+
+    @property
+    def policy_description(self) -> str:
+        """The profiling policy of a perfmon variant as configured (name or description)."""
+        if self.perfmon is None:
+            return "-"
+        policy = self.perfmon.config.profile_policy
+        return policy if isinstance(policy, str) else getattr(policy, "description", type(policy).__name__)
+
+    def flush(self, timeout_seconds: float = 10.0) -> None:
+        """Wait (up to ``timeout_seconds`` s) for queued perfmon reports and spans."""
+        if self.perfmon is not None:
+            self.perfmon.force_flush(timeout_seconds=timeout_seconds)
+        if self.provider is not None:
+            self.provider.force_flush(int(timeout_seconds * 1000))
+
+    def shutdown(self) -> None:
+        """Stop perfmon and the provider's processors (bounded)."""
+        if self.perfmon is not None:
+            self.perfmon.shutdown(timeout_seconds=5.0)
+        if self.provider is not None:
+            self.provider.shutdown()
+
+
+def _provider(variant: str, framework: str) -> TracerProvider:
+    provider = TracerProvider(resource=Resource.create({"service.name": f"bench-{framework}-{variant}"}))
+    provider.add_span_processor(BatchSpanProcessor(NullSpanExporter()))
+    return provider
+
+
+def _instrument(variant: str, framework: str, provider: TracerProvider, report_dir: Optional[str],
+                threshold_seconds: float, record_slow: bool, extra_perfmon: Optional[Dict[str, Any]] = None):
+    """Add the variant's processors to ``provider``; returns (perfmon handle, recorder).
+
+    ``extra_perfmon``: more ``configure_perfmon`` keyword overrides (perfmon variants only)."""
+    perfmon = recorder = None
+    if variant == "raw_pyinstrument":
+        provider.add_span_processor(RawPyinstrumentProcessor())
+    elif variant in PERFMON_VARIANTS:
+        from otel_perfmon import configure_perfmon
+
+        if report_dir is None:
+            raise ValueError("the perfmon variants need a report_dir")
+        overrides: Dict[str, Any] = {"report_dir": report_dir, "threshold_seconds": threshold_seconds}
+        if variant == "perfmon_always":
+            overrides["profile_policy"] = "always"
+        overrides.update(extra_perfmon or {})
+        perfmon = configure_perfmon(tracer_provider=provider, **overrides)
+        if record_slow:
+            recorder = SlowSpanRecorder()
+            provider.add_span_processor(recorder)
+    elif variant != "otel":
+        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    return perfmon, recorder
+
+
+# ---------------------------------------------------------------------------- Flask
+def build_flask(variant: str, report_dir: Optional[str] = None,
+                threshold_seconds: float = DEFAULT_THRESHOLD_SECONDS, record_slow: bool = True,
+                extra_perfmon: Optional[Dict[str, Any]] = None) -> BenchApp:
+    """A Flask app for ``variant`` (see ``VARIANTS``); ``threshold_seconds`` in seconds.
+
+    ``record_slow`` adds a :class:`SlowSpanRecorder` to the perfmon variants' provider;
+    ``extra_perfmon`` holds more ``configure_perfmon`` overrides (e.g. ``dedup_window_seconds=0``)."""
+    from flask import Flask
+
+    app = Flask(f"bench_flask_{variant}")
+
+    @app.get("/fast")
+    def fast():
+        return {"total": fast_work()}
+
+    @app.get("/calls")
+    def calls():
+        return {"total": call_heavy_work()}
+
+    @app.get("/io")
+    def io():
+        time.sleep(IO_SLEEP_SECONDS)
+        return {"ok": True}
+
+    @app.get("/slow")
+    def slow():
+        total = slow_cpu_part()
+        slow_backend_call()
+        return {"total": total}
+
+    @app.get("/health")
+    def health():
+        return "ok"
+
+    if variant == "bare":
+        return BenchApp("flask", variant, app)
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    provider = _provider(variant, "flask")
+    perfmon, recorder = _instrument(variant, "flask", provider, report_dir, threshold_seconds, record_slow,
+                                    extra_perfmon)
+    FlaskInstrumentor.instrument_app(app, tracer_provider=provider)
+    return BenchApp("flask", variant, app, provider, perfmon, recorder)
+
+
+# ---------------------------------------------------------------------------- FastAPI
+def build_fastapi(variant: str, report_dir: Optional[str] = None,
+                  threshold_seconds: float = DEFAULT_THRESHOLD_SECONDS, record_slow: bool = True,
+                  extra_perfmon: Optional[Dict[str, Any]] = None) -> BenchApp:
+    """A FastAPI app (async routes) for ``variant``; ``threshold_seconds`` in seconds."""
+    from fastapi import FastAPI
+
+    app = FastAPI(title=f"bench-fastapi-{variant}")
+
+    @app.get("/fast")
+    async def fast():
+        return {"total": fast_work()}
+
+    @app.get("/calls")
+    async def calls():
+        return {"total": call_heavy_work()}
+
+    @app.get("/io")
+    async def io():
+        await asyncio.sleep(IO_SLEEP_SECONDS)
+        return {"ok": True}
+
+    @app.get("/slow")
+    async def slow():
+        total = slow_cpu_part()
+        await slow_backend_call_async()
+        return {"total": total}
+
+    @app.get("/health")
+    async def health():
+        return {"ok": True}
+
+    if variant == "bare":
+        return BenchApp("fastapi", variant, app)
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    provider = _provider(variant, "fastapi")
+    perfmon, recorder = _instrument(variant, "fastapi", provider, report_dir, threshold_seconds, record_slow,
+                                    extra_perfmon)
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
+    return BenchApp("fastapi", variant, app, provider, perfmon, recorder)
+
+
+# ---------------------------------------------------------------------------- servers
+_built: Dict[str, BenchApp] = {}
+_built_lock = threading.Lock()
+
+
+def _from_env(framework: str) -> BenchApp:
+    with _built_lock:
+        if framework not in _built:
+            variant = os.environ.get("BENCH_VARIANT", "otel")
+            report_dir = os.environ.get("BENCH_REPORT_DIR") or None
+            threshold = float(os.environ.get("BENCH_THRESHOLD_SECONDS", DEFAULT_THRESHOLD_SECONDS))
+            build = build_flask if framework == "flask" else build_fastapi
+            _built[framework] = build(variant, report_dir, threshold, record_slow=False)
+        return _built[framework]
+
+
+def __getattr__(name: str) -> Any:
+    """``flask_app`` / ``fastapi_app``: the app of ``$BENCH_VARIANT``, built on first access
+    (so gunicorn's and uvicorn's ``apps:flask_app`` / ``apps:fastapi_app`` work)."""
+    if name == "flask_app":
+        return _from_env("flask").app
+    if name == "fastapi_app":
+        return _from_env("fastapi").app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

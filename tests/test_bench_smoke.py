@@ -1,0 +1,93 @@
+"""Smoke test of the overhead benchmark: ``bench/run.py --quick --no-servers`` runs to the end and
+prints every variant, every route, the slow-request check and the goals (no timing assertions)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN = os.path.join(ROOT, "bench", "run.py")
+VARIANTS = ("bare", "otel", "perfmon_default", "perfmon_always", "raw_pyinstrument")
+ROUTES = ("fast", "calls", "io", "slow")
+
+pytest.importorskip("flask")
+pytest.importorskip("werkzeug")
+pytest.importorskip("opentelemetry.instrumentation.flask")
+
+
+def _has_fastapi() -> bool:
+    try:
+        import fastapi  # noqa: F401
+        import opentelemetry.instrumentation.fastapi  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _check_table(text: str, title: str) -> None:
+    table = text.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+    header = table.splitlines()[2]
+    for variant in VARIANTS:
+        assert variant in header, header
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    for route in ROUTES:
+        assert route in rows, table
+        assert rows[route].count("µs") == len(VARIANTS), rows[route]
+
+
+@pytest.mark.timeout(300)
+def test_quick_bench_prints_all_variants_and_routes(tmp_path):
+    output = tmp_path / "results.md"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_PERFMON_")}
+    fastapi = _has_fastapi()
+    argv = [sys.executable, RUN, "--quick", "--no-servers", "--rss-requests", "500", "--rss-warmup", "100",
+            "--output", str(output)] + ([] if fastapi else ["--no-fastapi"])
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = proc.stdout
+    _check_table(text, "In-process flask")
+    if fastapi:
+        _check_table(text, "In-process fastapi")
+    assert "default profile_policy at run time" in text
+    assert "## Slow requests" in text and "slow spans link to a report with a call tree" in text
+    assert "## Memory" in text and "VmHWM" in text
+    goals = text.split("## Goals", 1)[1]
+    assert "every slow request has a report with a call tree" in goals
+    assert "RSS growth" in goals
+    assert all(line.startswith(("- PASS", "- MISS")) for line in goals.strip().splitlines())
+    assert output.read_text(encoding="utf-8") == text.rstrip("\n") + "\n"
+    assert "## Machine" in text and "CPU" in text and "Python" in text
+
+
+WRK_OUTPUT = """Running 2s test @ http://127.0.0.1:8000/fast
+  1 threads and 4 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.10ms  300.00us   9.00ms   90.00%
+  Latency Distribution
+     50%  950.00us
+     75%    1.20ms
+     90%    1.50ms
+     99%    2.50ms
+  7000 requests in 2.00s, 1.00MB read
+  Socket errors: connect 0, read 3, write 0, timeout 1
+Requests/sec:   3500.25
+Transfer/sec:    500.00KB
+"""
+
+
+def test_parse_wrk_output():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_run", RUN)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, os.path.dirname(RUN))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(os.path.dirname(RUN))
+    parsed = module.parse_wrk(WRK_OUTPUT)
+    assert parsed == {"rps": 3500.25, "p50_ms": pytest.approx(0.95), "p99_ms": 2.5, "errors": 4.0}
