@@ -88,14 +88,18 @@ def test_adaptive_policy_decisions():
     policy.on_span_end("GET /a", 0.2, profiled=False, slow=False)
     assert policy.should_profile("GET /a") is False            # far below the threshold
     policy.on_span_end("GET /a", 0.6, profiled=False, slow=False)
+    assert policy.should_profile("GET /a") is False            # one outlier is not enough
+    policy.on_span_end("GET /a", 0.1, profiled=False, slow=False)
+    policy.on_span_end("GET /a", 0.7, profiled=False, slow=False)
     assert policy.is_candidate("GET /a") and policy.should_profile("GET /a") is True
     assert policy.should_profile("GET /b") is False            # other routes are unaffected
     policy.on_report("GET /a", window_seconds=60.0)
     assert policy.should_profile("GET /a") is False            # its report exists: dedup window
     policy.on_report("GET /c", window_seconds=0.0)             # dedup disabled: no suppression
     policy.on_span_end("GET /c", 0.9, profiled=False, slow=False)
+    policy.on_span_end("GET /c", 0.9, profiled=False, slow=False)
     assert policy.should_profile("GET /c") is True
-    # the budget: 1 % of wall time, at most a minute's worth (0.6 s) in the bucket.
+    # the budget: 1 % of wall time here, at most a minute's worth (0.6 s) in the bucket.
     policy.on_span_end("GET /c", 5.0, profiled=True, slow=True)
     assert policy.should_profile("GET /c") is False            # spent: ~3.75 s of estimated cost
     explorer = AdaptiveProfilePolicy(threshold_seconds=1.0, explore_rate=1.0)
@@ -130,7 +134,8 @@ def test_default_policy_profiles_candidates_and_samples_the_rest(pipeline):
     assert 0 < report["profile"]["coverage"] < 1
     assert perfmon.stats()["spans_profiled"] == 0
 
-    # a request near (not over) the threshold makes /work a candidate: the next one is profiled.
+    # two requests near (not over) the threshold make /work a candidate: the next one is profiled.
+    assert client.get(f"/work?s={THRESHOLD * 0.7}").status_code == 200
     assert client.get(f"/work?s={THRESHOLD * 0.7}").status_code == 200
     profiled_before = perfmon.stats()["spans_profiled"]
     assert client.get(f"/work?s={THRESHOLD * 2.5}").status_code == 200

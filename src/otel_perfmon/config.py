@@ -62,7 +62,7 @@ class PerfmonConfig:
     profile_policy: Any = "adaptive"
     queue_size: int = 1000
     export_timeout_seconds: float = 30.0
-    profile_budget: float = 0.01
+    profile_budget: float = 0.005
     profile_explore_rate: float = 0.001
     profile_candidate_ratio: float = 0.5
     sampler_interval_seconds: float = 0.005

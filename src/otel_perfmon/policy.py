@@ -56,8 +56,9 @@ class AlwaysProfilePolicy:
 class AdaptiveProfilePolicy:
     """Profile the routes that can become slow, within an overhead budget.
 
-    * A route (span name) is a *candidate* for ``candidate_memory_seconds`` after one of its
-      spans took at least ``candidate_ratio`` × ``threshold_seconds``; candidates are profiled.
+    * A route (span name) is a *candidate* for ``candidate_memory_seconds`` once two of its
+      spans within that time took at least ``candidate_ratio`` × ``threshold_seconds`` (one
+      outlier, a GC pause, is not enough); candidates are profiled.
     * Other routes are profiled at ``explore_rate`` (a probability per span), so a route's
       first slow request can still get a full profile.
     * A route whose report exists (new or deduplicated, told by ``on_report``) is not
@@ -72,7 +73,7 @@ class AdaptiveProfilePolicy:
 
     description = "adaptive"
 
-    def __init__(self, threshold_seconds: float, budget: float = 0.01, explore_rate: float = 0.001,
+    def __init__(self, threshold_seconds: float, budget: float = 0.005, explore_rate: float = 0.001,
                  candidate_ratio: float = 0.5, candidate_memory_seconds: float = 600.0) -> None:
         self.threshold_seconds = threshold_seconds
         self.budget = budget
@@ -83,6 +84,7 @@ class AdaptiveProfilePolicy:
         self._tokens = self._capacity
         self._refilled_at = time.monotonic()
         self._candidate_until: Dict[str, float] = {}
+        self._near_at: Dict[str, float] = {}
         self._reported_until: Dict[str, float] = {}
         self._random = random.random
 
@@ -100,7 +102,11 @@ class AdaptiveProfilePolicy:
 
     def on_span_end(self, key: str, duration_seconds: float, profiled: bool, slow: bool) -> None:
         if duration_seconds >= self.candidate_seconds:
-            self._candidate_until[key] = time.monotonic() + self.candidate_memory_seconds
+            now = time.monotonic()
+            previous = self._near_at.get(key)
+            if previous is not None and now - previous < self.candidate_memory_seconds:
+                self._candidate_until[key] = now + self.candidate_memory_seconds
+            self._near_at[key] = now
         if profiled:
             self._tokens -= estimated_profiling_cost(duration_seconds)
 
