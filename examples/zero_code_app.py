@@ -2,7 +2,7 @@
 
 Run it under the OpenTelemetry launcher (what ``collector-config/docker-compose.yaml`` does)::
 
-    pip install "otel-perfmon[flask]" opentelemetry-distro opentelemetry-exporter-otlp-proto-http gunicorn
+    pip install "./otel-perfmon[flask]" opentelemetry-distro opentelemetry-exporter-otlp-proto-http gunicorn
     OTEL_SERVICE_NAME=shop OTEL_PERFMON_THRESHOLD_SECONDS=0.5 \\
         opentelemetry-instrument gunicorn -w 2 --chdir examples zero_code_app:app
 

@@ -2,7 +2,7 @@
 
 Usage (the app never imports otel_perfmon)::
 
-    pip install otel-perfmon opentelemetry-distro opentelemetry-exporter-otlp-proto-http \\
+    pip install ./otel-perfmon opentelemetry-distro opentelemetry-exporter-otlp-proto-http \\
         opentelemetry-instrumentation-flask          # or -fastapi
     export OTEL_SERVICE_NAME=shop
     export OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318
