@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: install test demo system-deps clean bench bench-deps bench-viewer
+.PHONY: install test demo system-deps clean bench bench-deps bench-viewer bench-instructions
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,14 +16,17 @@ install: $(VENV)/.installed
 # redis-server for the Redis dedup-store tests (real server on a loopback port); chromium for the
 # report viewer's browser test (driven by Playwright, never Playwright's own browser download).
 system-deps:
-	@command -v redis-server >/dev/null 2>&1 || { \
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
-	  else echo "warning: redis-server missing and apt-get unavailable; Redis tests will be skipped"; fi; }
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "warning: chromium missing and apt-get unavailable; the viewer browser test will be skipped"; fi; }
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq || true; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null \
+	      || echo "warning: could not install$$missing; the tests that need them will be skipped"; \
+	  else echo "warning: apt-get unavailable; missing:$$missing (their tests will be skipped)"; fi; \
+	fi
 
 test: install system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -45,6 +48,11 @@ bench-deps:
 # Overhead benchmark (issue 6): prints the tables and goals, writes bench/results.md. BENCH_ARGS=--quick for a smoke run.
 bench: install bench-deps
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# CPU instructions per request under valgrind (deterministic, unlike wall time on a shared VM).
+bench-instructions: install
+	@command -v valgrind >/dev/null 2>&1 || { (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
+	$(PY) bench/instructions.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) perfmon-reports .pytest_cache

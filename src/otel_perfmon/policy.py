@@ -64,8 +64,8 @@ class AdaptiveProfilePolicy:
     * A route whose report exists (new or deduplicated, told by ``on_report``) is not
       profiled again within the dedup window: no new report would come of it.
     * All profiling draws on a token bucket refilled at ``budget`` seconds of estimated
-      profiling cost per wall-clock second (``estimated_profiling_cost``), holding at most a
-      minute's worth; when it is empty, nothing is profiled.
+      profiling cost per wall-clock second (``estimated_profiling_cost``), starting empty and
+      holding at most a minute's worth; when it is empty, nothing is profiled.
 
     Bookkeeping is lock-free (GIL-atomic dict and float updates, approximate under races):
     ``should_profile`` and ``on_span_end`` cost well under a microsecond each.
@@ -81,7 +81,7 @@ class AdaptiveProfilePolicy:
         self.candidate_seconds = candidate_ratio * threshold_seconds
         self.candidate_memory_seconds = candidate_memory_seconds
         self._capacity = max(budget * 60.0, PROFILE_FIXED_COST_SECONDS)
-        self._tokens = self._capacity
+        self._tokens = 0.0  # the budget accrues from start-up: no burst of profiling at boot
         self._refilled_at = time.monotonic()
         self._candidate_until: Dict[str, float] = {}
         self._near_at: Dict[str, float] = {}
