@@ -9,7 +9,8 @@ measures the in-process cost of each variant as instructions per request:
 * each (framework, route, variant) runs in a fresh process under callgrind twice, serving
   ``--short`` and then ``--long`` requests after the same warm-up; the difference divided by
   ``long - short`` is the per-request count, with start-up and imports cancelled out;
-* ``random`` is seeded, so the adaptive policy's exploration draws are the same in every run;
+* ``random`` is seeded and ``PYTHONHASHSEED=0``, so the adaptive policy's exploration draws
+  and every dict's layout are the same in every run;
 * the perfmon threshold is 60 s: under valgrind a request runs ~50× slower, and a 50 ms
   threshold would turn every request into a slow one.
 
@@ -64,7 +65,8 @@ def count_instructions(framework: str, variant: str, route: str, requests: int) 
     out_file = tempfile.mktemp(prefix="callgrind-", suffix=".out")
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}",
                sys.executable, os.path.abspath(__file__), "--child", framework, variant, route, str(requests)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    env = dict(os.environ, PYTHONHASHSEED="0")  # same dict layouts in every run
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1800, env=env)
     if os.path.exists(out_file):
         os.unlink(out_file)
     match = re.search(r"Collected : (\d+)", result.stderr)

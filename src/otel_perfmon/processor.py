@@ -42,6 +42,8 @@ from otel_perfmon.stats import Stats, log_once
 _logger = logging.getLogger(__name__)
 
 _SERVER = SpanKind.SERVER
+_get_running_loop = asyncio._get_running_loop
+get_ident = threading.get_ident
 
 #: Set by ``@profile`` around the start of its span: its threshold in seconds (<= 0: the
 #: configured one). Spans started while it is set are profiled whatever their kind.
@@ -138,6 +140,8 @@ class PerfmonSpanProcessor(SpanProcessor):
         self._interval = config.profile_interval_seconds
         self._policy = make_policy(config)
         self._on_report = getattr(self._policy, "on_report", None)
+        self._should_profile = self._policy.should_profile  # bound once: called per span
+        self._on_span_end = self._policy.on_span_end
         self._sampler = StackSampler(config.sampler_interval_seconds)
         self._inflight_multiple = config.inflight_multiple
         self._url_filter = UrlFilter(compile_url_patterns("include_urls", config.include_urls),
@@ -177,11 +181,11 @@ class PerfmonSpanProcessor(SpanProcessor):
             # monotonic time of the span's own start (the instrumentor may start it before this hook)
             now = time.monotonic()
             started = now - max(0.0, (time.time_ns() - span.start_time) / 1e9) if span.start_time else now
-            tracked = _Tracked(span, span.context.span_id, threshold, started, threading.get_ident())
-            loop = asyncio._get_running_loop()
+            tracked = _Tracked(span, span.context.span_id, threshold, started, get_ident())
+            loop = _get_running_loop()
             if loop is not None:
                 tracked.task, tracked.loop = asyncio.current_task(loop), loop
-            if self._policy.should_profile(span.name):
+            if self._should_profile(span.name):
                 tracked.profile = self._start_profile(tracked)
             if loop is not None:
                 tracked.token = ACTIVE_TARGET.set(tracked)
@@ -227,12 +231,14 @@ class PerfmonSpanProcessor(SpanProcessor):
             if tracked is None:
                 return
             tracked.ended = True
-            profile = self._stop_profile(tracked)
+            # the common case (no profiler, no context token, no sampler) costs no call
+            profile = self._stop_profile(tracked) if tracked.token is not None or tracked.profile is not None \
+                else None
             sampled = self._sampler.stop(tracked.span_id) if tracked.sampling else None
             start_ns, end_ns = span.start_time or 0, span.end_time or 0
             duration = (end_ns - start_ns) / 1e9
             slow = duration > tracked.threshold_seconds
-            self._policy.on_span_end(span.name, duration, profile is not None, slow)
+            self._on_span_end(span.name, duration, profile is not None, slow)
             if profile is not None:
                 self.stats.incr("profiling_seconds_estimate", estimated_profiling_cost(duration))
             if not slow:
