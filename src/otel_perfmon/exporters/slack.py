@@ -3,12 +3,12 @@
 Usage::
 
     configure_perfmon(exporters=[{"type": "slack",
-                                  "webhook_url": "https://hooks.slack.com/services/T000/B000/XXXX"}])
+                                  "webhook_url": "https://hooks.slack.com/services/T000/B000/abc123"}])
 
 or with environment variables::
 
     export OTEL_PERFMON_EXPORTERS=slack
-    export OTEL_PERFMON_SLACK_WEBHOOK_URL=https://hooks.slack.com/services/T000/B000/XXXX
+    export OTEL_PERFMON_SLACK_WEBHOOK_URL=https://hooks.slack.com/services/T000/B000/abc123
 
 The message (``text`` plus one mrkdwn section block) shows method and route, duration vs
 threshold, service, trace id, the top hotspots and the report link (``report_url_template``)

@@ -259,12 +259,17 @@ class Viewer:
     async def healthz(self, request: Request) -> Response:
         return PlainTextResponse("ok", headers=_SECURITY_HEADERS)
 
+    def _query(self, request: Request) -> Any:
+        """(page, sort, descending) for the list filters of ``request``; raises BadRequest."""
+        flt = _filters(request)
+        sort, descending = _sort(request)
+        per_page = _int_param(request, "per_page", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE)
+        page = self.index.query(flt, sort, descending, _int_param(request, "page", 1, 1, 10**9), per_page)
+        return page, sort, descending
+
     def list_page(self, request: Request) -> Response:
         try:
-            flt = _filters(request)
-            sort, descending = _sort(request)
-            per_page = _int_param(request, "per_page", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE)
-            page = self.index.query(flt, sort, descending, _int_param(request, "page", 1, 1, 10**9), per_page)
+            page, sort, descending = self._query(request)
         except BadRequest as exc:
             return self._bad_request(request, exc)
         q = request.query_params
@@ -350,10 +355,7 @@ class Viewer:
     # --- API ----------------------------------------------------------------------------
     def api_list(self, request: Request) -> Response:
         try:
-            flt = _filters(request)
-            sort, descending = _sort(request)
-            per_page = _int_param(request, "per_page", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE)
-            page = self.index.query(flt, sort, descending, _int_param(request, "page", 1, 1, 10**9), per_page)
+            page, sort, descending = self._query(request)
         except BadRequest as exc:
             return self._bad_request(request, exc)
         return JSONResponse({"total": page.total, "page": page.page, "per_page": page.per_page,
