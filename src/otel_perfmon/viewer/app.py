@@ -275,7 +275,7 @@ class Viewer:
         q = request.query_params
         params = {k: q.get(k, "") for k in ("service", "route", "method", "trace_id", "since", "until")}
         return self._render(request, "list.html", page=page, rows=self._rows(page.items), params=params,
-                            sort=sort, order="desc" if descending else "asc", per_page=per_page,
+                            sort=sort, order="desc" if descending else "asc", per_page=page.per_page,
                             services=self.index.services(), methods=self.index.methods(),
                             routes=self.index.routes(), total_reports=len(self.index))
 
