@@ -162,6 +162,8 @@ class PerfmonSpanProcessor(SpanProcessor):
 
     # ------------------------------------------------------------------ request path
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
+        """SDK hook, request thread / event loop: track an eligible span (a few µs), maybe
+        start its profiler. Never raises (errors are logged once and counted)."""
         if not self._enabled or self._shutdown:
             return
         try:
@@ -226,6 +228,8 @@ class PerfmonSpanProcessor(SpanProcessor):
         return profile
 
     def on_end(self, span: ReadableSpan) -> None:
+        """SDK hook, request thread / event loop: stop the profiler; for a slow span capture the
+        request data (redacted) and enqueue it (~70 µs). Never raises, never blocks on I/O."""
         try:
             tracked = self._tracked.pop(span.context.span_id, None)
             if tracked is None:
