@@ -641,41 +641,28 @@ def server_table(summary: Dict[Tuple[str, str], Dict[str, float]]) -> str:
 def goal_lines(results: Dict[str, Any]) -> List[Tuple[str, str, bool]]:
     """(goal, measured value, met) for each goal figure of issue 6 that this run measured."""
     goals: List[Tuple[str, str, bool]] = []
-    for phase in ("in-process flask", "in-process fastapi"):
-        summary = results.get(phase)
-        if not summary:
-            continue
-        for route in LOAD_ROUTES:
-            e = summary[("perfmon_default", route)]
-            goals.append((f"default ≤ {GOAL_DEFAULT_RATIO} × otel, {phase}, {route}",
-                          f"{e['ratio']:.3f} (quartiles over rounds {e['ratio_q1']:.3f}–{e['ratio_q3']:.3f})",
-                          e["ratio"] <= GOAL_DEFAULT_RATIO))
-    for phase in ("gunicorn (flask)", "uvicorn (fastapi)"):
-        summary = results.get(phase)
-        if not summary:
-            continue
-        for route in LOAD_ROUTES:
-            e = summary[("perfmon_default", route)]
-            goals.append((f"default ≤ {GOAL_DEFAULT_RATIO} × otel under load (otel req/s ÷ req/s), {phase}, {route}",
-                          f"{e['cost']:.3f} (range {e['cost_min']:.3f}–{e['cost_max']:.3f}; p50 × otel "
-                          f"{e['p50_ratio']:.3f})", e["cost"] <= GOAL_DEFAULT_RATIO))
-    for phase in ("in-process flask", "in-process fastapi"):
-        summary = results.get(phase)
-        if not summary:
-            continue
-        for route in LOAD_ROUTES:
-            e = summary[("perfmon_always", route)]
-            goals.append((f"always ≤ {GOAL_ALWAYS_VS_RAW} × raw pyinstrument, {phase}, {route}",
-                          f"{e['vs_raw']:.3f} (quartiles over rounds {e['vs_raw_q1']:.3f}–{e['vs_raw_q3']:.3f})",
-                          e["vs_raw"] <= GOAL_ALWAYS_VS_RAW))
-    for phase in ("gunicorn (flask)", "uvicorn (fastapi)"):
-        summary = results.get(phase)
-        if not summary:
-            continue
-        for route in LOAD_ROUTES:
-            ratio = summary[("perfmon_always", route)]["cost_vs_raw"]
-            goals.append((f"always ≤ {GOAL_ALWAYS_VS_RAW} × raw pyinstrument under load, {phase}, {route}",
-                          f"{ratio:.3f}", ratio <= GOAL_ALWAYS_VS_RAW))
+    in_process, under_load = ("in-process flask", "in-process fastapi"), ("gunicorn (flask)", "uvicorn (fastapi)")
+
+    def per_route(phases: Sequence[str], variant: str, limit: float, label: str,
+                  measured: Callable[[Dict[str, float]], Tuple[float, str]]) -> None:
+        for phase in phases:
+            summary = results.get(phase)
+            for route in (LOAD_ROUTES if summary else ()):
+                value, text = measured(summary[(variant, route)])
+                goals.append((f"{label}, {phase}, {route}", text, value <= limit))
+
+    per_route(in_process, "perfmon_default", GOAL_DEFAULT_RATIO, f"default ≤ {GOAL_DEFAULT_RATIO} × otel",
+              lambda e: (e["ratio"], f"{e['ratio']:.3f} (quartiles over rounds {e['ratio_q1']:.3f}–{e['ratio_q3']:.3f})"))
+    per_route(under_load, "perfmon_default", GOAL_DEFAULT_RATIO,
+              f"default ≤ {GOAL_DEFAULT_RATIO} × otel under load (otel req/s ÷ req/s)",
+              lambda e: (e["cost"], f"{e['cost']:.3f} (range {e['cost_min']:.3f}–{e['cost_max']:.3f}; "
+                                    f"p50 × otel {e['p50_ratio']:.3f})"))
+    per_route(in_process, "perfmon_always", GOAL_ALWAYS_VS_RAW, f"always ≤ {GOAL_ALWAYS_VS_RAW} × raw pyinstrument",
+              lambda e: (e["vs_raw"], f"{e['vs_raw']:.3f} (quartiles over rounds {e['vs_raw_q1']:.3f}–"
+                                      f"{e['vs_raw_q3']:.3f})"))
+    per_route(under_load, "perfmon_always", GOAL_ALWAYS_VS_RAW,
+              f"always ≤ {GOAL_ALWAYS_VS_RAW} × raw pyinstrument under load",
+              lambda e: (e["cost_vs_raw"], f"{e['cost_vs_raw']:.3f}"))
     slow = results.get("slow checks") or []
     if slow:
         total = sum(c["spans"] for c in slow)
