@@ -510,3 +510,48 @@ def test_shutdown_is_idempotent_and_stops_profiling(tmp_path):
     handle.shutdown(timeout_seconds=1)
     assert app.test_client().get("/fast").status_code == 200
     assert handle.stats()["spans_started"] == 0
+
+
+def test_run_sync_finds_its_request_span_under_nested_spans_and_concurrent_requests(tmp_path):
+    """anyio's run_sync (how FastAPI runs sync routes) is attributed to the right server span
+    with no ContextVar set by the request path: from the current span, its parent, or the
+    one tracked span of the same trace on this task."""
+    import anyio.to_thread
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    provider, _spans = make_provider()
+    handle = configure_perfmon(tracer_provider=provider, report_dir=str(tmp_path), threshold_seconds=30,
+                               profile_policy="always")
+    processor = handle.processor
+    tracer = provider.get_tracer("test")
+    # both requests continue the same remote trace, as when a service calls itself twice
+    remote = SpanContext(trace_id=0xABC, span_id=0x123, is_remote=True, trace_flags=TraceFlags(1))
+    parent = trace.set_span_in_context(NonRecordingSpan(remote))
+
+    async def request(name: str, depth: int):
+        with tracer.start_as_current_span(name, context=parent, kind=SpanKind.SERVER) as server:
+            opened = []
+            for level in range(depth):
+                opened.append(tracer.start_as_current_span(f"{name} child {level}"))
+                opened[-1].__enter__()
+            await asyncio.sleep(0.01)  # the other request's span is open meanwhile
+            found = processor.target_for_context()
+            worker_ident = await anyio.to_thread.run_sync(threading.get_ident)
+            sessions = list(found.profile._thread_sessions) if found is not None and found.profile else []
+            for cm in reversed(opened):
+                cm.__exit__(None, None, None)
+            return server, found, worker_ident, sessions
+
+    async def main():
+        return await asyncio.gather(request("GET /a", 0), request("GET /b", 1), request("GET /c", 3))
+
+    try:
+        results = asyncio.run(main())
+        for server, found, worker_ident, sessions in results:
+            assert found is not None and found.span is server, server.name
+            assert len(sessions) == 1, f"{server.name}: the worker thread's profile was not attached"
+            assert worker_ident != threading.get_ident()
+        assert processor.target_for_context() is None  # outside any request
+    finally:
+        handle.shutdown()

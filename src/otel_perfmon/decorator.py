@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional, TypeVar, overload
 from opentelemetry import trace
 
 from otel_perfmon.config import ConfigurationError
-from otel_perfmon.processor import FORCED_THRESHOLD
+from otel_perfmon.processor import FORCED_THRESHOLD, force_threshold
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -23,7 +23,7 @@ def _tracer() -> trace.Tracer:
 
 
 def _start_span(name: str, func: Callable[..., Any], threshold: float) -> Any:
-    token = FORCED_THRESHOLD.set(threshold)
+    token = force_threshold(threshold)
     try:
         return _tracer().start_span(name, attributes={"code.function": func.__qualname__,
                                                       "code.namespace": func.__module__})

@@ -6,7 +6,8 @@ A policy is pluggable like an OTel ``Sampler``: any object with
   span start with the span's name (``"GET /items/<int:id>"``); must be cheap (no I/O,
   no blocking locks) and must not raise;
 * ``on_span_end(key: str, duration_seconds: float, profiled: bool, slow: bool) -> None``:
-  called on the request thread at span end, same rules;
+  called on the request thread at span end, same rules, for every profiled span and every
+  span lasting at least the policy's optional ``span_end_min_seconds`` (default 0: all);
 * optionally ``on_report(key: str, window_seconds: float) -> None``: called on a background
   thread when a slow span of ``key`` maps to a report (new or deduplicated);
 * ``description`` (str), shown in logs.
@@ -45,6 +46,7 @@ class AlwaysProfilePolicy:
     """Profile every eligible span. Called on the request thread; never raises."""
 
     description = "always"
+    span_end_min_seconds = float("inf")  # on_span_end does nothing: called for profiled spans only
 
     def should_profile(self, key: str) -> bool:
         return True
@@ -79,6 +81,7 @@ class AdaptiveProfilePolicy:
         self.budget = budget
         self.explore_rate = explore_rate
         self.candidate_seconds = candidate_ratio * threshold_seconds
+        self.span_end_min_seconds = self.candidate_seconds  # shorter unprofiled spans teach nothing
         self.candidate_memory_seconds = candidate_memory_seconds
         self._capacity = max(budget * 60.0, PROFILE_FIXED_COST_SECONDS)
         self._tokens = 0.0  # the budget accrues from start-up: no burst of profiling at boot
@@ -89,12 +92,18 @@ class AdaptiveProfilePolicy:
         self._random = random.random
 
     def should_profile(self, key: str) -> bool:
-        now = time.monotonic()
+        # the common case (not a candidate, not explored) reads no clock: one dict get, one draw
+        until = self._candidate_until.get(key)
+        if until is None:
+            if self._random() >= self.explore_rate:
+                return False
+            now = time.monotonic()
+        else:
+            now = time.monotonic()
+            if now >= until and self._random() >= self.explore_rate:
+                return False
         reported = self._reported_until.get(key)
         if reported is not None and now < reported:
-            return False
-        until = self._candidate_until.get(key)
-        if (until is None or now >= until) and self._random() >= self.explore_rate:
             return False
         tokens = min(self._capacity, self._tokens + (now - self._refilled_at) * self.budget)
         self._tokens, self._refilled_at = tokens, now

@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, get_current_span
 
 from otel_perfmon import attributes as attr
 from otel_perfmon import metrics
@@ -33,8 +33,8 @@ from otel_perfmon.dedup import Claim, DedupStore, fingerprint, open_store
 from otel_perfmon.dispatch import BackgroundQueue, Dispatcher
 from otel_perfmon.policy import estimated_profiling_cost, make_policy
 from otel_perfmon.profiling import SpanProfile
+from otel_perfmon.profiling import threads
 from otel_perfmon.profiling.sampler import SpanTarget, StackSampler
-from otel_perfmon.profiling.threads import ACTIVE_TARGET
 from otel_perfmon.report.capture import (UrlFilter, find_request_headers, headers_from_attributes,
                                          headers_in_frames, http_info, select_headers)
 from otel_perfmon.stats import Stats, log_once
@@ -43,11 +43,24 @@ _logger = logging.getLogger(__name__)
 
 _SERVER = SpanKind.SERVER
 _get_running_loop = asyncio._get_running_loop
+_current_task = asyncio.current_task
 get_ident = threading.get_ident
 
-#: Set by ``@profile`` around the start of its span: its threshold in seconds (<= 0: the
-#: configured one). Spans started while it is set are profiled whatever their kind.
+#: Set by ``@profile`` around the start of its span (through :func:`force_threshold`): its
+#: threshold in seconds (<= 0: the configured one). Spans started while it is set are
+#: profiled whatever their kind.
 FORCED_THRESHOLD: ContextVar[Optional[float]] = ContextVar("otel_perfmon_forced_threshold", default=None)
+#: True once ``@profile`` has started a span in this process: until then ``on_start`` skips
+#: the ContextVar read for spans that are not server spans.
+_forced_in_use = False
+
+
+def force_threshold(threshold_seconds: float) -> Any:
+    """Mark spans started from now on in this context as ``@profile`` spans with this threshold
+    (seconds; <= 0: the configured one). Returns the token for ``FORCED_THRESHOLD.reset``."""
+    global _forced_in_use
+    _forced_in_use = True
+    return FORCED_THRESHOLD.set(threshold_seconds)
 
 
 def new_report_id(now: Optional[float] = None) -> str:
@@ -59,22 +72,23 @@ def new_report_id(now: Optional[float] = None) -> str:
 class _Tracked(SpanTarget):
     """State of one eligible span between start and end; also where it runs (SpanTarget).
 
-    Created on the request path: the constructor sets five attributes, the rest are
-    class-level defaults until the background threads change them."""
+    Created on the request path: the constructor sets six attributes, the rest are
+    class-level defaults until the background threads change them. Times are wall-clock
+    seconds, like the SDK's span timestamps (``Span.start_time`` is ``time.time_ns()``), so the
+    request path reads no clock."""
 
-    token: Any = None
     fired = False
     ended = False
     claim: Optional[Claim] = None
     sampling = False
     inflight_reported = False
 
-    def __init__(self, span: Span, span_id: int, threshold_seconds: float, started: float, thread_id: int) -> None:
+    def __init__(self, span: Span, span_id: int, threshold_seconds: float, thread_id: int) -> None:
         self.span = span
         self.span_id = span_id
         self.threshold_seconds = threshold_seconds
-        self.started = started  # time.monotonic() of the span's own start
-        self.deadline = started + threshold_seconds
+        self.started = (span.start_time or time.time_ns()) / 1e9  # the span's own start, time.time() s
+        self.deadline = self.started + threshold_seconds
         self.thread_id = thread_id
 
 
@@ -135,13 +149,17 @@ class PerfmonSpanProcessor(SpanProcessor):
         self.config = config
         self.stats = Stats()
         metrics.register(self.stats)  # perfmon.* instruments on the global MeterProvider
-        self._enabled = config.enabled
+        self._active = config.enabled  # False when disabled or shut down: the hooks return at once
         self._threshold = config.threshold_seconds
         self._interval = config.profile_interval_seconds
         self._policy = make_policy(config)
         self._on_report = getattr(self._policy, "on_report", None)
         self._should_profile = self._policy.should_profile  # bound once: called per span
         self._on_span_end = self._policy.on_span_end
+        # unprofiled spans shorter than this are not shown to the policy (AdaptiveProfilePolicy
+        # only learns from spans near the threshold); policies without the attribute see all
+        self._span_end_min = float(getattr(self._policy, "span_end_min_seconds", 0.0))
+        self._count_started = self.stats.started_counter().__next__
         self._sampler = StackSampler(config.sampler_interval_seconds)
         self._inflight_multiple = config.inflight_multiple
         self._url_filter = UrlFilter(compile_url_patterns("include_urls", config.include_urls),
@@ -159,38 +177,40 @@ class PerfmonSpanProcessor(SpanProcessor):
         self.dispatcher = Dispatcher(exporters or [], config.export_timeout_seconds,
                                      config.queue_size, self.stats)
         self._shutdown = False
+        threads.add_span_tracker(self)
 
     # ------------------------------------------------------------------ request path
+    # Both hooks run on every span the SDK records, on the request thread or event loop, where
+    # caches are cold: every attribute read and call shows in wall-clock time (docs/performance.md).
+    # So they read no clock, take no lock and set no ContextVar.
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
-        """SDK hook, request thread / event loop: track an eligible span (a few µs), maybe
+        """SDK hook, request thread / event loop: track an eligible span (~2 µs), maybe
         start its profiler. Never raises (errors are logged once and counted)."""
-        if not self._enabled or self._shutdown:
+        if not self._active:
             return
         try:
-            threshold = FORCED_THRESHOLD.get()
-            if threshold is not None:  # an @profile span: any kind, any parent
-                threshold = threshold if threshold > 0 else self._threshold
-            else:
-                if span.kind is not _SERVER:
-                    return
+            if span.kind is _SERVER:
                 parent = span.parent
                 if parent is not None and parent.is_valid and not parent.is_remote:
                     return
                 if self._url_filter.active and not self._url_filter.allows(span.attributes or {}, span.name):
                     return
                 threshold = self._threshold
-            self.stats.incr("spans_started")
-            # monotonic time of the span's own start (the instrumentor may start it before this hook)
-            now = time.monotonic()
-            started = now - max(0.0, (time.time_ns() - span.start_time) / 1e9) if span.start_time else now
-            tracked = _Tracked(span, span.context.span_id, threshold, started, get_ident())
+            elif _forced_in_use:  # an @profile span: any kind, any parent
+                threshold = FORCED_THRESHOLD.get()
+                if threshold is None:
+                    return
+                if threshold <= 0:
+                    threshold = self._threshold
+            else:
+                return
+            self._count_started()
+            tracked = _Tracked(span, span.context.span_id, threshold, get_ident())
             loop = _get_running_loop()
             if loop is not None:
-                tracked.task, tracked.loop = asyncio.current_task(loop), loop
+                tracked.task, tracked.loop = _current_task(loop), loop
             if self._should_profile(span.name):
                 tracked.profile = self._start_profile(tracked)
-            if loop is not None:
-                tracked.token = ACTIVE_TARGET.set(tracked)
             self._tracked[tracked.span_id] = tracked
             if not self._watchdog.running:
                 self._watchdog.ensure_started()
@@ -212,14 +232,7 @@ class PerfmonSpanProcessor(SpanProcessor):
         return profile
 
     def _stop_profile(self, tracked: _Tracked) -> Optional[SpanProfile]:
-        if tracked.token is not None:
-            try:
-                ACTIVE_TARGET.reset(tracked.token)
-            except ValueError:  # ended in another context than it started
-                ACTIVE_TARGET.set(None)
         profile = tracked.profile
-        if profile is None:
-            return None
         if profile.thread_id != threading.get_ident():
             log_once(_logger, "profile-thread", "span %s ended on another thread than it started; "
                      "its profile is discarded", tracked.span.name, exc_info=False)
@@ -235,16 +248,17 @@ class PerfmonSpanProcessor(SpanProcessor):
             if tracked is None:
                 return
             tracked.ended = True
-            # the common case (no profiler, no context token, no sampler) costs no call
-            profile = self._stop_profile(tracked) if tracked.token is not None or tracked.profile is not None \
-                else None
+            # the common case (no profiler, no sampler, a short span) costs no call
+            profile = self._stop_profile(tracked) if tracked.profile is not None else None
             sampled = self._sampler.stop(tracked.span_id) if tracked.sampling else None
             start_ns, end_ns = span.start_time or 0, span.end_time or 0
             duration = (end_ns - start_ns) / 1e9
             slow = duration > tracked.threshold_seconds
-            self._on_span_end(span.name, duration, profile is not None, slow)
             if profile is not None:
+                self._on_span_end(span.name, duration, True, slow)
                 self.stats.incr("profiling_seconds_estimate", estimated_profiling_cost(duration))
+            elif duration >= self._span_end_min:
+                self._on_span_end(span.name, duration, False, slow)
             if not slow:
                 return
             self.stats.incr("slow_spans")
@@ -367,6 +381,29 @@ class PerfmonSpanProcessor(SpanProcessor):
             report.session = None  # the exporters get the rendered files, not the raw samples
             self.dispatcher.dispatch(report)
 
+    def target_for_context(self) -> Optional[_Tracked]:
+        """The tracked span the calling context runs under, or None: the current OTel span,
+        its parent, or else the one tracked span of the same trace on this task. Called by the
+        ``run_sync`` wrapper (profiling/threads.py) on the event loop; cheap when nothing is
+        tracked."""
+        tracked = self._tracked
+        if not tracked:
+            return None
+        span = get_current_span()
+        context = span.get_span_context()
+        found = tracked.get(context.span_id)
+        if found is None:
+            parent = getattr(span, "parent", None)
+            found = tracked.get(parent.span_id) if parent is not None else None
+        if found is not None or not context.is_valid:
+            return found
+        same_trace = [t for t in list(tracked.values()) if t.span is not None
+                      and t.span.context.trace_id == context.trace_id]
+        if len(same_trace) > 1:
+            task = _current_task() if _get_running_loop() is not None else None
+            same_trace = [t for t in same_trace if t.task is task]
+        return same_trace[0] if len(same_trace) == 1 else None
+
     def stats_snapshot(self) -> Dict[str, Any]:
         """``stats()``: the counters plus ``profiled_fraction`` (profiled / started spans) and
         ``profiling_seconds_estimate`` (upper-bound estimate of the time profiling cost, s)."""
@@ -403,6 +440,8 @@ class PerfmonSpanProcessor(SpanProcessor):
         if self._shutdown:
             return
         self._shutdown = True
+        self._active = False
+        threads.remove_span_tracker(self)
         deadline = time.monotonic() + timeout_seconds
         self._watchdog.close(0.5)
         self._sampler.close()

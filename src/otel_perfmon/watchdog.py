@@ -26,7 +26,7 @@ from otel_perfmon._fork import reset_after_fork
 
 class Watchdog:
     """Calls ``on_deadline(item)`` on a daemon thread once an item's ``deadline``
-    (``time.monotonic`` seconds) has passed, unless the item has ``ended``.
+    (``time.time()`` seconds: span timestamps are wall-clock) has passed, unless the item has ``ended``.
 
     ``active()`` returns the open spans (objects with ``deadline``, ``fired`` and ``ended``);
     it is called on the watchdog thread and must be cheap and thread-safe (e.g.
@@ -81,7 +81,7 @@ class Watchdog:
 
     def _run(self) -> None:
         while True:
-            now = time.monotonic()
+            now = time.time()
             wake_at = now + self._idle_wait
             for item in self._active():
                 if item.fired or item.ended:
@@ -106,7 +106,8 @@ class Watchdog:
                 if self._closed:
                     return
                 if not due:
-                    self._cond.wait(max(0.0, wake_at - time.monotonic()))
+                    # bounded: a wall-clock step backwards must not stall the thread
+                    self._cond.wait(min(self._idle_wait, max(0.0, wake_at - time.time())))
 
     def pending(self) -> int:
         """Number of one-off deadlines still scheduled."""

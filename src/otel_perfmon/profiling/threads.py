@@ -8,7 +8,11 @@ samples only the thread it started on, so the event loop's profile shows nothing
 profiled, the callable runs under its own pyinstrument profiler in the worker thread and the
 session is attached to the span's profile; when it is not, the worker thread's id is recorded
 so the after-threshold sampler can sample it. Calls outside a tracked span pass straight
-through (one ContextVar read).
+through.
+
+The span is found from the calling task's OTel context (see ``PerfmonSpanProcessor.target_for_context``)
+when ``run_sync`` is called, so the request path itself sets nothing for this: spans of async
+routes that never call ``run_sync`` pay nothing.
 """
 
 from __future__ import annotations
@@ -16,16 +20,38 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from contextvars import ContextVar
+import weakref
 from typing import Any, Callable, Optional
 
 _logger = logging.getLogger(__name__)
 
-#: The SpanTarget of the event-loop span this task serves (set only for event-loop spans);
-#: its ``profile`` is the span's running SpanProfile or None.
-ACTIVE_TARGET: ContextVar[Optional[Any]] = ContextVar("otel_perfmon_active_target", default=None)
-
 _MARK = "__otel_perfmon_wrapped__"
+
+#: Running PerfmonSpanProcessors (weakly held): ``run_sync`` asks each for the SpanTarget of
+#: the calling context (``target_for_context()``, on the event loop).
+_SPAN_TRACKERS: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def add_span_tracker(tracker: Any) -> None:
+    """Register an object with ``target_for_context() -> Optional[SpanTarget]`` (idempotent)."""
+    _SPAN_TRACKERS.add(tracker)
+
+
+def remove_span_tracker(tracker: Any) -> None:
+    """Unregister it (at the processor's shutdown)."""
+    _SPAN_TRACKERS.discard(tracker)
+
+
+def _current_target() -> Optional[Any]:
+    for tracker in list(_SPAN_TRACKERS):
+        try:
+            target = tracker.target_for_context()
+        except Exception:  # never break the route because the lookup failed
+            _logger.debug("otel-perfmon: span lookup for run_sync failed", exc_info=True)
+            continue
+        if target is not None:
+            return target
+    return None
 
 
 def _run_profiled(profile: Any, func: Callable[..., Any], *args: Any) -> Any:
@@ -69,7 +95,7 @@ def install() -> bool:
 
     @functools.wraps(original)
     async def run_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        target = ACTIVE_TARGET.get()
+        target = _current_target() if _SPAN_TRACKERS else None
         if target is not None:
             profile = target.profile
             if profile is not None and profile.running:
