@@ -5,6 +5,8 @@ Variants (``VARIANTS``):
 * ``bare``: the app alone, no OpenTelemetry;
 * ``otel``: OTel SDK ``TracerProvider`` + ``BatchSpanProcessor`` + a span exporter that drops
   every span, and OTel's Flask / FastAPI instrumentor (the baseline of every ratio);
+* ``otel_b``: a second, identical ``otel`` app: the A/A control. Its ratio against ``otel``
+  shows how precise a run is (1.000 would be perfect);
 * ``perfmon_default``: ``otel`` + ``configure_perfmon()`` with the package's default
   configuration except ``report_dir`` and ``threshold_seconds``;
 * ``perfmon_always``: the same with ``profile_policy="always"``;
@@ -22,24 +24,26 @@ Routes (``ROUTES``; units are those of the work each does):
 In-process use: :func:`build_flask` / :func:`build_fastapi` return a :class:`BenchApp`.
 Servers: ``gunicorn apps:flask_app`` or ``uvicorn apps:fastapi_app`` (with this directory on
 ``sys.path``) build one app at import from ``BENCH_VARIANT``, ``BENCH_REPORT_DIR`` and
-``BENCH_THRESHOLD_SECONDS`` (seconds).
+``BENCH_THRESHOLD_SECONDS`` (seconds). ``BENCH_VARIANT=mixed`` builds every variant in the one
+server process, each under ``/<variant>/<route>``, and times each request server-side
+(:class:`MixedWsgi` / :class:`MixedAsgi`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import SpanKind
 
-VARIANTS = ("bare", "otel", "perfmon_default", "perfmon_always", "raw_pyinstrument")
+VARIANTS = ("bare", "otel", "otel_b", "perfmon_default", "perfmon_always", "raw_pyinstrument")
 PERFMON_VARIANTS = ("perfmon_default", "perfmon_always")
 ROUTES = ("fast", "calls", "io", "slow")
 
@@ -98,10 +102,28 @@ async def slow_backend_call_async(seconds: float = SLOW_SLEEP_SECONDS) -> None:
 
 # ---------------------------------------------------------------------------- OTel pieces
 class NullSpanExporter(SpanExporter):
-    """Drops every span (the exporter of the OTel-only baseline)."""
+    """Drops every span (the exporter of every variant's BatchSpanProcessor), except, when
+    ``keep_route`` is set, the SERVER spans of that route (``http.route``), which :meth:`spans`
+    returns for the slow-request check. It runs on the BatchSpanProcessor's thread, never on
+    the request path, and every variant has the same one, so it costs them all the same."""
+
+    def __init__(self, keep_route: Optional[str] = None) -> None:
+        self.keep_route = keep_route
+        self._kept: List[ReadableSpan] = []
+        self._lock = threading.Lock()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self.keep_route is not None:
+            kept = [span for span in spans if span.kind is SpanKind.SERVER
+                    and (span.attributes or {}).get("http.route") == self.keep_route]
+            with self._lock:
+                self._kept.extend(kept)
         return SpanExportResult.SUCCESS
+
+    def spans(self) -> List[ReadableSpan]:
+        """The kept spans (call after the provider's ``force_flush``)."""
+        with self._lock:
+            return list(self._kept)
 
     def shutdown(self) -> None:
         return None
@@ -148,29 +170,13 @@ class RawPyinstrumentProcessor(SpanProcessor):
         return True
 
 
-class SlowSpanRecorder(SpanProcessor):
-    """Keeps the local-root SERVER spans that end while ``capturing`` is True, in an
-    ``InMemorySpanExporter`` (used to check the slow spans' ``perfmon.*`` links). When not
-    capturing it costs one call and one attribute read per span."""
-
-    def __init__(self) -> None:
-        self.exporter = InMemorySpanExporter()
-        self.capturing = False
-
-    def on_end(self, span: ReadableSpan) -> None:
-        if self.capturing and span.kind is SpanKind.SERVER:
-            self.exporter.export((span,))
-
-    def spans(self) -> List[ReadableSpan]:
-        return list(self.exporter.get_finished_spans())
-
-
 class BenchApp:
     """One variant's app and its OTel / perfmon handles (``provider``, ``perfmon`` and
-    ``recorder`` are None where the variant has none)."""
+    ``recorder`` are None where the variant has none; ``recorder`` is the NullSpanExporter
+    that keeps the slow route's server spans)."""
 
     def __init__(self, framework: str, variant: str, app: Any, provider: Optional[TracerProvider] = None,
-                 perfmon: Any = None, recorder: Optional[SlowSpanRecorder] = None) -> None:
+                 perfmon: Any = None, recorder: Optional[NullSpanExporter] = None) -> None:
         self.framework = framework
         self.variant = variant
         self.app = app
@@ -201,18 +207,19 @@ class BenchApp:
             self.provider.shutdown()
 
 
-def _provider(variant: str, framework: str) -> TracerProvider:
+def _provider(variant: str, framework: str, record_slow: bool) -> Tuple[TracerProvider, NullSpanExporter]:
     provider = TracerProvider(resource=Resource.create({"service.name": f"bench-{framework}-{variant}"}))
-    provider.add_span_processor(BatchSpanProcessor(NullSpanExporter()))
-    return provider
+    exporter = NullSpanExporter(keep_route="/slow" if record_slow else None)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider, exporter
 
 
 def _instrument(variant: str, framework: str, provider: TracerProvider, report_dir: Optional[str],
-                threshold_seconds: float, record_slow: bool, extra_perfmon: Optional[Dict[str, Any]] = None):
-    """Add the variant's processors to ``provider``; returns (perfmon handle, recorder).
+                threshold_seconds: Optional[float], extra_perfmon: Optional[Dict[str, Any]] = None) -> Any:
+    """Add the variant's processors to ``provider``; returns the perfmon handle (or None).
 
     ``extra_perfmon``: more ``configure_perfmon`` keyword overrides (perfmon variants only)."""
-    perfmon = recorder = None
+    perfmon = None
     if variant == "raw_pyinstrument":
         provider.add_span_processor(RawPyinstrumentProcessor())
     elif variant in PERFMON_VARIANTS:
@@ -220,26 +227,26 @@ def _instrument(variant: str, framework: str, provider: TracerProvider, report_d
 
         if report_dir is None:
             raise ValueError("the perfmon variants need a report_dir")
-        overrides: Dict[str, Any] = {"report_dir": report_dir, "threshold_seconds": threshold_seconds}
+        overrides: Dict[str, Any] = {"report_dir": report_dir}
+        if threshold_seconds is not None:  # None: the package default (1 s)
+            overrides["threshold_seconds"] = threshold_seconds
         if variant == "perfmon_always":
             overrides["profile_policy"] = "always"
         overrides.update(extra_perfmon or {})
         perfmon = configure_perfmon(tracer_provider=provider, **overrides)
-        if record_slow:
-            recorder = SlowSpanRecorder()
-            provider.add_span_processor(recorder)
-    elif variant != "otel":
+    elif variant not in ("otel", "otel_b"):
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
-    return perfmon, recorder
+    return perfmon
 
 
 # ---------------------------------------------------------------------------- Flask
 def build_flask(variant: str, report_dir: Optional[str] = None,
-                threshold_seconds: float = DEFAULT_THRESHOLD_SECONDS, record_slow: bool = True,
+                threshold_seconds: Optional[float] = DEFAULT_THRESHOLD_SECONDS, record_slow: bool = True,
                 extra_perfmon: Optional[Dict[str, Any]] = None) -> BenchApp:
-    """A Flask app for ``variant`` (see ``VARIANTS``); ``threshold_seconds`` in seconds.
+    """A Flask app for ``variant`` (see ``VARIANTS``); ``threshold_seconds`` in seconds (None:
+    the package default).
 
-    ``record_slow`` adds a :class:`SlowSpanRecorder` to the perfmon variants' provider;
+    ``record_slow`` makes the span exporter keep the slow route's server spans (``recorder``);
     ``extra_perfmon`` holds more ``configure_perfmon`` overrides (e.g. ``dedup_window_seconds=0``)."""
     from flask import Flask
 
@@ -272,16 +279,15 @@ def build_flask(variant: str, report_dir: Optional[str] = None,
         return BenchApp("flask", variant, app)
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
-    provider = _provider(variant, "flask")
-    perfmon, recorder = _instrument(variant, "flask", provider, report_dir, threshold_seconds, record_slow,
-                                    extra_perfmon)
+    provider, exporter = _provider(variant, "flask", record_slow)
+    perfmon = _instrument(variant, "flask", provider, report_dir, threshold_seconds, extra_perfmon)
     FlaskInstrumentor.instrument_app(app, tracer_provider=provider)
-    return BenchApp("flask", variant, app, provider, perfmon, recorder)
+    return BenchApp("flask", variant, app, provider, perfmon, exporter if record_slow else None)
 
 
 # ---------------------------------------------------------------------------- FastAPI
 def build_fastapi(variant: str, report_dir: Optional[str] = None,
-                  threshold_seconds: float = DEFAULT_THRESHOLD_SECONDS, record_slow: bool = True,
+                  threshold_seconds: Optional[float] = DEFAULT_THRESHOLD_SECONDS, record_slow: bool = True,
                   extra_perfmon: Optional[Dict[str, Any]] = None) -> BenchApp:
     """A FastAPI app (async routes) for ``variant``; ``threshold_seconds`` in seconds."""
     from fastapi import FastAPI
@@ -315,11 +321,10 @@ def build_fastapi(variant: str, report_dir: Optional[str] = None,
         return BenchApp("fastapi", variant, app)
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    provider = _provider(variant, "fastapi")
-    perfmon, recorder = _instrument(variant, "fastapi", provider, report_dir, threshold_seconds, record_slow,
-                                    extra_perfmon)
+    provider, exporter = _provider(variant, "fastapi", record_slow)
+    perfmon = _instrument(variant, "fastapi", provider, report_dir, threshold_seconds, extra_perfmon)
     FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
-    return BenchApp("fastapi", variant, app, provider, perfmon, recorder)
+    return BenchApp("fastapi", variant, app, provider, perfmon, exporter if record_slow else None)
 
 
 # ---------------------------------------------------------------------------- servers
@@ -327,14 +332,93 @@ _built: Dict[str, BenchApp] = {}
 _built_lock = threading.Lock()
 
 
-def _from_env(framework: str) -> BenchApp:
+TIMINGS_PATH = "/_bench/timings"
+
+
+class MixedWsgi:
+    """One WSGI app serving every variant's app under ``/<variant>/...`` (the prefix is moved to
+    ``SCRIPT_NAME``), timing each request server-side (ns, ``time.perf_counter_ns``, from the call
+    until the body is fully produced). ``GET /_bench/timings`` answers the times recorded since
+    the last call as JSON ``{variant: [ns, ...]}`` and clears them."""
+
+    def __init__(self, bench_apps: Dict[str, BenchApp]) -> None:
+        self.bench_apps = bench_apps
+        self.timings: Dict[str, List[int]] = {variant: [] for variant in bench_apps}
+
+    def __call__(self, environ: Dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path == TIMINGS_PATH:
+            body = json.dumps(self.timings).encode()
+            self.timings = {variant: [] for variant in self.bench_apps}
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        variant, _, rest = path[1:].partition("/")
+        bench_app = self.bench_apps.get(variant)
+        if bench_app is None:
+            start_response("404 Not Found", [("Content-Length", "0")])
+            return [b""]
+        environ = dict(environ, SCRIPT_NAME=environ.get("SCRIPT_NAME", "") + "/" + variant, PATH_INFO="/" + rest)
+        started = time.perf_counter_ns()
+        body = bench_app.app(environ, start_response)
+        try:
+            chunks = list(body)
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+        self.timings[variant].append(time.perf_counter_ns() - started)
+        return chunks
+
+
+class MixedAsgi:
+    """The ASGI twin of :class:`MixedWsgi` (``path`` and ``raw_path`` lose the prefix; the time
+    runs until the variant's app returns, after its last ``send``). Answers lifespan events itself."""
+
+    def __init__(self, bench_apps: Dict[str, BenchApp]) -> None:
+        self.bench_apps = bench_apps
+        self.timings: Dict[str, List[int]] = {variant: [] for variant in bench_apps}
+
+    async def __call__(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        path = scope.get("path", "")
+        if path == TIMINGS_PATH:
+            body = json.dumps(self.timings).encode()
+            self.timings = {variant: [] for variant in self.bench_apps}
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        variant, _, rest = path[1:].partition("/")
+        bench_app = self.bench_apps.get(variant)
+        if bench_app is None:
+            await send({"type": "http.response.start", "status": 404, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        scope = dict(scope, path="/" + rest, raw_path=("/" + rest).encode())
+        started = time.perf_counter_ns()
+        await bench_app.app(scope, receive, send)
+        self.timings[variant].append(time.perf_counter_ns() - started)
+
+
+def _from_env(framework: str) -> Any:
     with _built_lock:
         if framework not in _built:
             variant = os.environ.get("BENCH_VARIANT", "otel")
             report_dir = os.environ.get("BENCH_REPORT_DIR") or None
-            threshold = float(os.environ.get("BENCH_THRESHOLD_SECONDS", DEFAULT_THRESHOLD_SECONDS))
+            threshold_text = os.environ.get("BENCH_THRESHOLD_SECONDS", str(DEFAULT_THRESHOLD_SECONDS))
+            threshold = float(threshold_text) if threshold_text else None  # "": the package default
             build = build_flask if framework == "flask" else build_fastapi
-            _built[framework] = build(variant, report_dir, threshold, record_slow=False)
+            if variant == "mixed":
+                bench_apps = {v: build(v, os.path.join(report_dir or ".", v) if v in PERFMON_VARIANTS else None,
+                                       threshold, record_slow=False) for v in VARIANTS}
+                _built[framework] = (MixedWsgi if framework == "flask" else MixedAsgi)(bench_apps)
+            else:
+                _built[framework] = build(variant, report_dir, threshold, record_slow=False).app
         return _built[framework]
 
 
@@ -342,7 +426,7 @@ def __getattr__(name: str) -> Any:
     """``flask_app`` / ``fastapi_app``: the app of ``$BENCH_VARIANT``, built on first access
     (so gunicorn's and uvicorn's ``apps:flask_app`` / ``apps:fastapi_app`` work)."""
     if name == "flask_app":
-        return _from_env("flask").app
+        return _from_env("flask")
     if name == "fastapi_app":
-        return _from_env("fastapi").app
+        return _from_env("fastapi")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

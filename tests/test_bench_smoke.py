@@ -11,7 +11,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = os.path.join(ROOT, "bench", "run.py")
-VARIANTS = ("bare", "otel", "perfmon_default", "perfmon_always", "raw_pyinstrument")
+VARIANTS = ("bare", "otel", "otel_b", "perfmon_default", "perfmon_always", "raw_pyinstrument")
 ROUTES = ("fast", "calls", "io", "slow")
 
 pytest.importorskip("flask")
@@ -28,13 +28,13 @@ def _has_fastapi() -> bool:
     return True
 
 
-def _check_table(text: str, title: str) -> None:
+def _check_table(text: str, title: str, routes=ROUTES) -> None:
     table = text.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
     header = table.splitlines()[2]
     for variant in VARIANTS:
         assert variant in header, header
     rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
-    for route in ROUTES:
+    for route in routes:
         assert route in rows, table
         assert rows[route].count("µs") == len(VARIANTS), rows[route]
 
@@ -58,9 +58,30 @@ def test_quick_bench_prints_all_variants_and_routes(tmp_path):
     goals = text.split("## Goals", 1)[1]
     assert "every slow request has a report with a call tree" in goals
     assert "RSS growth" in goals
-    assert all(line.startswith(("- PASS", "- MISS")) for line in goals.strip().splitlines())
+    assert all(line.startswith(("- PASS", "- MISS", "- info")) for line in goals.strip().splitlines())
+    assert "A/A control: otel_b ÷ otel" in goals
     assert output.read_text(encoding="utf-8") == text.rstrip("\n") + "\n"
     assert "## Machine" in text and "CPU" in text and "Python" in text
+
+
+@pytest.mark.timeout(300)
+def test_quick_bench_under_load_interleaves_variants_in_one_gunicorn(tmp_path):
+    """The under-load phases with real gunicorn servers: one process hosting every variant under
+    a rotating load (server-side timings per variant), and the per-variant throughput windows."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_PERFMON_")}
+    argv = [sys.executable, RUN, "--quick", "--no-fastapi", "--no-rss", "--rounds", "1", "--requests", "2",
+            "--warmup", "5", "--output", str(tmp_path / "results.md")]
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = proc.stdout
+    _check_table(text, "Under load, gunicorn, interleaved (flask)", routes=("fast", "calls", "io"))
+    windows = text.split("## Under load, throughput windows: gunicorn (flask)", 1)[1].split("\n## ", 1)[0]
+    for variant in VARIANTS:
+        assert f"| {variant} " in windows.replace("|  ", "| "), windows
+    goals = text.split("## Goals", 1)[1]
+    for route in ("fast", "calls", "io"):
+        assert f"default ≤ 1.03 × otel, gunicorn, interleaved (flask), {route}:" in goals
+        assert f"always ≤ 1.05 × raw pyinstrument, gunicorn, interleaved (flask), {route}:" in goals
 
 
 WRK_OUTPUT = """Running 2s test @ http://127.0.0.1:8000/fast

@@ -6,6 +6,7 @@ import json
 import os
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 from flask import Flask, request
@@ -18,6 +19,11 @@ from otel_perfmon.policy import AdaptiveProfilePolicy, AlwaysProfilePolicy, esti
 from otel_perfmon.testing import InMemoryReportExporter, wait_until
 
 THRESHOLD = 0.15
+
+
+def span(name: str) -> SimpleNamespace:
+    """What a policy reads of the span it is asked about."""
+    return SimpleNamespace(name=name, attributes={})
 
 
 def busy_python(seconds: float) -> int:
@@ -84,27 +90,47 @@ def read_report(report_dir, report_id):
 
 def test_adaptive_policy_decisions():
     policy = AdaptiveProfilePolicy(threshold_seconds=1.0, budget=0.01, explore_rate=0.0, candidate_ratio=0.5)
-    assert policy.should_profile("GET /a") is False            # unknown route, no exploration
+    assert policy.should_profile(span("GET /a")) is False            # unknown route, no exploration
     policy.on_span_end("GET /a", 0.2, profiled=False, slow=False)
-    assert policy.should_profile("GET /a") is False            # far below the threshold
+    assert policy.should_profile(span("GET /a")) is False            # far below the threshold
     policy.on_span_end("GET /a", 0.6, profiled=False, slow=False)
-    assert policy.should_profile("GET /a") is False            # one outlier is not enough
+    assert policy.should_profile(span("GET /a")) is False            # one outlier is not enough
     policy.on_span_end("GET /a", 0.1, profiled=False, slow=False)
     policy.on_span_end("GET /a", 0.7, profiled=False, slow=False)
-    assert policy.is_candidate("GET /a") and policy.should_profile("GET /a") is True
-    assert policy.should_profile("GET /b") is False            # other routes are unaffected
+    assert policy.is_candidate("GET /a") and policy.should_profile(span("GET /a")) is True
+    assert policy.should_profile(span("GET /b")) is False            # other routes are unaffected
     policy.on_report("GET /a", window_seconds=60.0)
-    assert policy.should_profile("GET /a") is False            # its report exists: dedup window
+    assert policy.should_profile(span("GET /a")) is False            # its report exists: dedup window
     policy.on_report("GET /c", window_seconds=0.0)             # dedup disabled: no suppression
     policy.on_span_end("GET /c", 0.9, profiled=False, slow=False)
     policy.on_span_end("GET /c", 0.9, profiled=False, slow=False)
-    assert policy.should_profile("GET /c") is True
+    assert policy.should_profile(span("GET /c")) is True
     # the budget: 1 % of wall time here, at most a minute's worth (0.6 s) in the bucket.
     policy.on_span_end("GET /c", 5.0, profiled=True, slow=True)
-    assert policy.should_profile("GET /c") is False            # spent: ~3.75 s of estimated cost
+    assert policy.should_profile(span("GET /c")) is False            # spent: ~3.75 s of estimated cost
     explorer = AdaptiveProfilePolicy(threshold_seconds=1.0, explore_rate=1.0)
-    assert explorer.should_profile("GET /new") is True
-    assert AlwaysProfilePolicy().should_profile("GET /x") is True
+    assert explorer.should_profile(span("GET /new")) is True
+    assert AlwaysProfilePolicy().should_profile(span("GET /x")) is True
+
+
+def test_expired_candidates_are_forgotten():
+    """A route stops being a candidate after candidate_memory_seconds; once none is left, the
+    policy's per-span check is back to one random draw (no name read, no clock)."""
+    policy = AdaptiveProfilePolicy(threshold_seconds=1.0, budget=1.0, explore_rate=0.0,
+                                   candidate_memory_seconds=0.05)
+    policy.on_span_end("GET /d", 0.9, profiled=False, slow=False)
+    policy.on_span_end("GET /d", 0.9, profiled=False, slow=False)
+    assert policy.is_candidate("GET /d") and policy.should_profile(span("GET /d")) is True
+    assert wait_until(lambda: not policy.is_candidate("GET /d"), timeout_seconds=5)
+    assert policy.should_profile(span("GET /d")) is False
+    assert not policy._candidate_until, "the expired candidate was kept"
+
+    class NoName:  # a span whose name must not be read on the common path
+        @property
+        def name(self):
+            raise AssertionError("span.name read with no candidate route")
+
+    assert policy.should_profile(NoName()) is False
     assert estimated_profiling_cost(1.0) > estimated_profiling_cost(0.001) > 0
 
 

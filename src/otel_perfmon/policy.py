@@ -2,10 +2,12 @@
 
 A policy is pluggable like an OTel ``Sampler``: any object with
 
-* ``should_profile(key: str) -> bool``: called on the request thread / event loop at
-  span start with the span's name (``"GET /items/<int:id>"``); must be cheap (no I/O,
-  no blocking locks) and must not raise;
-* ``on_span_end(key: str, duration_seconds: float, profiled: bool, slow: bool) -> None``:
+* ``should_profile(span) -> bool``: called on the request thread / event loop at span
+  start with the SDK span (``span.name`` is the route key, e.g. ``"GET /items/<int:id>"``;
+  ``span.attributes`` holds what the instrumentor set at start); must be cheap (no I/O, no
+  blocking locks; every attribute read shows on a fast route) and must not raise;
+* ``on_span_end(key: str, duration_seconds: float, profiled: bool, slow: bool) -> None``
+  (``key`` is the span's name):
   called on the request thread at span end, same rules, for every profiled span and every
   span lasting at least the policy's optional ``span_end_min_seconds`` (default 0: all);
 * optionally ``on_report(key: str, window_seconds: float) -> None``: called on a background
@@ -48,7 +50,7 @@ class AlwaysProfilePolicy:
     description = "always"
     span_end_min_seconds = float("inf")  # on_span_end does nothing: called for profiled spans only
 
-    def should_profile(self, key: str) -> bool:
+    def should_profile(self, span: Any) -> bool:
         return True
 
     def on_span_end(self, key: str, duration_seconds: float, profiled: bool, slow: bool) -> None:
@@ -91,17 +93,22 @@ class AdaptiveProfilePolicy:
         self._reported_until: Dict[str, float] = {}
         self._random = random.random
 
-    def should_profile(self, key: str) -> bool:
-        # the common case (not a candidate, not explored) reads no clock: one dict get, one draw
-        until = self._candidate_until.get(key)
-        if until is None:
-            if self._random() >= self.explore_rate:
+    def should_profile(self, span: Any) -> bool:
+        # the common case (no candidate route at all, not explored) reads neither the span's
+        # name nor a clock: one random draw
+        candidates = self._candidate_until
+        if candidates:
+            key, now = span.name, time.monotonic()
+            until = candidates.get(key)
+            if until is not None and now >= until:
+                candidates.pop(key, None)  # expired: the dict empties again when all have
+                until = None
+            if until is None and self._random() >= self.explore_rate:
                 return False
-            now = time.monotonic()
+        elif self._random() >= self.explore_rate:
+            return False
         else:
-            now = time.monotonic()
-            if now >= until and self._random() >= self.explore_rate:
-                return False
+            key, now = span.name, time.monotonic()
         reported = self._reported_until.get(key)
         if reported is not None and now < reported:
             return False

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import secrets
 import threading
 import time
 from contextvars import ContextVar
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -69,27 +70,60 @@ def new_report_id(now: Optional[float] = None) -> str:
     return f"{stamp}-{secrets.token_hex(4)}"
 
 
-class _Tracked(SpanTarget):
-    """State of one eligible span between start and end; also where it runs (SpanTarget).
+# An open eligible span is a plain list in ``PerfmonSpanProcessor._tracked`` (span id -> entry):
+# the cheapest mutable record to build on the request path, where an object with a __dict__
+# and an __init__ measurably cost more (docs/performance.md). Its slots, as on_start builds it:
+# [span, threshold (s), thread id, asyncio task or None, SpanProfile or None, _Tracked or None,
+#  ended (bool), anyio worker thread id or None]
+_SPAN, _THRESHOLD, _THREAD, _TASK, _PROFILE, _STATE, _ENDED, _WORKER = range(8)
 
-    Created on the request path: the constructor sets six attributes, the rest are
-    class-level defaults until the background threads change them. Times are wall-clock
-    seconds, like the SDK's span timestamps (``Span.start_time`` is ``time.time_ns()``), so the
-    request path reads no clock."""
+
+class _Tracked(SpanTarget):
+    """Background state of one tracked span, created off the request path when needed (the span
+    passed its deadline, a sync route asked for its thread, or it ended slow) and kept in the
+    entry's ``_STATE`` slot; also where the span runs (SpanTarget). What the request thread
+    writes (profile, ended, worker thread) stays in the entry and is read through properties.
+    Times are wall-clock seconds, like the SDK's ``Span.start_time`` (``time.time_ns()``)."""
 
     fired = False
-    ended = False
     claim: Optional[Claim] = None
     sampling = False
     inflight_reported = False
 
-    def __init__(self, span: Span, span_id: int, threshold_seconds: float, thread_id: int) -> None:
-        self.span = span
-        self.span_id = span_id
-        self.threshold_seconds = threshold_seconds
+    def __init__(self, entry: List[Any]) -> None:
+        self.entry = entry
+        span = entry[_SPAN]
+        self.span_id = span.context.span_id
+        self.threshold_seconds = entry[_THRESHOLD]
         self.started = (span.start_time or time.time_ns()) / 1e9  # the span's own start, time.time() s
-        self.deadline = self.started + threshold_seconds
-        self.thread_id = thread_id
+        self.thread_id = entry[_THREAD]
+        task = entry[_TASK]
+        if task is not None:
+            self.task, self.loop = task, task.get_loop()
+
+    @property
+    def span(self) -> Any:  # the SDK span; None once the worker has dropped it
+        return self.entry[_SPAN]
+
+    @span.setter
+    def span(self, value: Any) -> None:
+        self.entry[_SPAN] = value
+
+    @property
+    def ended(self) -> bool:
+        return self.entry[_ENDED]
+
+    @property
+    def profile(self) -> Any:  # type: ignore[override]
+        return self.entry[_PROFILE]
+
+    @property
+    def worker_thread_id(self) -> Optional[int]:  # type: ignore[override]
+        return self.entry[_WORKER]
+
+    @worker_thread_id.setter
+    def worker_thread_id(self, value: Optional[int]) -> None:
+        self.entry[_WORKER] = value
 
 
 class _InFlight:
@@ -168,10 +202,11 @@ class PerfmonSpanProcessor(SpanProcessor):
         self._redact = frozenset(h.lower() for h in config.redact_headers)
         self.report_dir = os.path.abspath(config.report_dir)
         self.store = store if store is not None else open_store(config.dedup_store, self.report_dir)
-        self._tracked: Dict[int, _Tracked] = {}
+        self._tracked: Dict[int, List[Any]] = {}  # span id -> entry (see _SPAN...)
         self._claim_lock = threading.Lock()
-        self._watchdog = Watchdog(lambda: list(self._tracked.values()), self._on_deadline,
-                                  self._background_error, idle_wait_seconds=self._threshold / 2)
+        self._state_lock = threading.Lock()
+        self._watchdog = Watchdog(self._scan, self._on_deadline, self._background_error,
+                                  idle_wait_seconds=self._threshold / 2)
         self._worker = BackgroundQueue("otel-perfmon-worker", self._process, config.queue_size,
                                        on_drop=self._dropped, on_error=self._background_error)
         self.dispatcher = Dispatcher(exporters or [], config.export_timeout_seconds,
@@ -182,9 +217,9 @@ class PerfmonSpanProcessor(SpanProcessor):
     # ------------------------------------------------------------------ request path
     # Both hooks run on every span the SDK records, on the request thread or event loop, where
     # caches are cold: every attribute read and call shows in wall-clock time (docs/performance.md).
-    # So they read no clock, take no lock and set no ContextVar.
+    # So they read no clock, take no lock, set no ContextVar and build one list per span.
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
-        """SDK hook, request thread / event loop: track an eligible span (~2 µs), maybe
+        """SDK hook, request thread / event loop: track an eligible span (a few µs), maybe
         start its profiler. Never raises (errors are logged once and counted)."""
         if not self._active:
             return
@@ -205,13 +240,12 @@ class PerfmonSpanProcessor(SpanProcessor):
             else:
                 return
             self._count_started()
-            tracked = _Tracked(span, span.context.span_id, threshold, get_ident())
             loop = _get_running_loop()
-            if loop is not None:
-                tracked.task, tracked.loop = _current_task(loop), loop
-            if self._should_profile(span.name):
-                tracked.profile = self._start_profile(tracked)
-            self._tracked[tracked.span_id] = tracked
+            entry = [span, threshold, get_ident(), _current_task(loop) if loop is not None else None,
+                     None, None, False, None]
+            if self._should_profile(span):
+                entry[_PROFILE] = self._start_profile(span)
+            self._tracked[span.context.span_id] = entry
             if not self._watchdog.running:
                 self._watchdog.ensure_started()
             elif threshold < self._threshold:  # the watchdog may sleep past this deadline
@@ -219,41 +253,54 @@ class PerfmonSpanProcessor(SpanProcessor):
         except Exception:
             self._hook_error("on_start")
 
-    def _start_profile(self, tracked: _Tracked) -> Optional[SpanProfile]:
+    def _start_profile(self, span: Span) -> Optional[SpanProfile]:
         profile = SpanProfile(self._interval)
         try:
-            profile.start(tracked.span.name)
+            profile.start(span.name)
         except Exception:
             # e.g. an @profile coroutine inside an already-profiled task: pyinstrument allows
             # one async-context profiler per task. The span is still timed and reported.
-            log_once(_logger, "profile-start", "could not start a profiler for %s", tracked.span.name)
+            log_once(_logger, "profile-start", "could not start a profiler for %s", span.name)
             return None
         self.stats.incr("spans_profiled")
         return profile
 
-    def _stop_profile(self, tracked: _Tracked) -> Optional[SpanProfile]:
-        profile = tracked.profile
+    def _stop_profile(self, profile: SpanProfile, span: ReadableSpan) -> Optional[SpanProfile]:
         if profile.thread_id != threading.get_ident():
             log_once(_logger, "profile-thread", "span %s ended on another thread than it started; "
-                     "its profile is discarded", tracked.span.name, exc_info=False)
+                     "its profile is discarded", span.name, exc_info=False)
             return None
         profile.stop()
         return profile
+
+    def _state_of(self, entry: List[Any]) -> _Tracked:
+        """The entry's _Tracked state, created on first use (any thread but the request path's
+        fast case; the lock makes the watchdog and a run_sync lookup agree on one object)."""
+        state = entry[_STATE]
+        if state is None:
+            with self._state_lock:
+                state = entry[_STATE]
+                if state is None:
+                    state = entry[_STATE] = _Tracked(entry)
+        return state
 
     def on_end(self, span: ReadableSpan) -> None:
         """SDK hook, request thread / event loop: stop the profiler; for a slow span capture the
         request data (redacted) and enqueue it (~70 µs). Never raises, never blocks on I/O."""
         try:
-            tracked = self._tracked.pop(span.context.span_id, None)
-            if tracked is None:
+            entry = self._tracked.pop(span.context.span_id, None)
+            if entry is None:
                 return
-            tracked.ended = True
-            # the common case (no profiler, no sampler, a short span) costs no call
-            profile = self._stop_profile(tracked) if tracked.profile is not None else None
-            sampled = self._sampler.stop(tracked.span_id) if tracked.sampling else None
+            entry[_ENDED] = True  # before reading _STATE: see _on_deadline
+            # the common case (no profiler, no background state, a short span) costs no call
+            profile = entry[_PROFILE]
+            if profile is not None:
+                profile = self._stop_profile(profile, span)
+            tracked = entry[_STATE]
+            sampled = self._sampler.stop(tracked.span_id) if tracked is not None and tracked.sampling else None
             start_ns, end_ns = span.start_time or 0, span.end_time or 0
             duration = (end_ns - start_ns) / 1e9
-            slow = duration > tracked.threshold_seconds
+            slow = duration > entry[_THRESHOLD]
             if profile is not None:
                 self._on_span_end(span.name, duration, True, slow)
                 self.stats.incr("profiling_seconds_estimate", estimated_profiling_cost(duration))
@@ -262,6 +309,8 @@ class PerfmonSpanProcessor(SpanProcessor):
             if not slow:
                 return
             self.stats.incr("slow_spans")
+            if tracked is None:
+                tracked = self._state_of(entry)
             attributes = span.attributes or {}
             pairs = find_request_headers()
             if pairs is None:
@@ -295,6 +344,32 @@ class PerfmonSpanProcessor(SpanProcessor):
             values[attr.PERFMON_REPORT_URL] = url
         return values
 
+    def _scan(self, now: float) -> float:
+        # watchdog thread: fire the open spans whose deadline (time.time() s) has passed;
+        # returns the earliest deadline still ahead (inf if none).
+        next_deadline = math.inf
+        for entry in list(self._tracked.values()):
+            tracked = entry[_STATE]
+            if entry[_ENDED] or (tracked is not None and tracked.fired):
+                continue
+            span = entry[_SPAN]
+            start_ns = span.start_time if span is not None else None
+            if not start_ns:
+                continue
+            deadline = start_ns / 1e9 + entry[_THRESHOLD]
+            if deadline > now:
+                next_deadline = min(next_deadline, deadline)
+                continue
+            tracked = self._state_of(entry)
+            if tracked.fired:
+                continue
+            tracked.fired = True
+            try:
+                self._on_deadline(tracked)
+            except Exception as exc:
+                self._background_error(exc)
+        return next_deadline
+
     def _on_deadline(self, item: Any) -> None:
         # watchdog thread: the span is still open and has just become slow (or, for an
         # _InFlight item, is still open at inflight_multiple x its threshold).
@@ -314,7 +389,9 @@ class PerfmonSpanProcessor(SpanProcessor):
         if tracked.profile is None:
             tracked.sampling = True
             self._sampler.start(tracked.span_id, tracked, span.name)
-            if tracked.ended:  # ended while the sampler was starting: on_end may have missed it
+            # on_end sets _ENDED before it reads the state: if it ended meanwhile, it may have
+            # missed the sampler, so stop it here (a second stop is a no-op)
+            if tracked.ended:
                 self._sampler.stop(tracked.span_id)
         if self._inflight_multiple > 0:
             self._watchdog.schedule(tracked.started + self._inflight_multiple * tracked.threshold_seconds,
@@ -395,14 +472,14 @@ class PerfmonSpanProcessor(SpanProcessor):
         if found is None:
             parent = getattr(span, "parent", None)
             found = tracked.get(parent.span_id) if parent is not None else None
-        if found is not None or not context.is_valid:
-            return found
-        same_trace = [t for t in list(tracked.values()) if t.span is not None
-                      and t.span.context.trace_id == context.trace_id]
-        if len(same_trace) > 1:
-            task = _current_task() if _get_running_loop() is not None else None
-            same_trace = [t for t in same_trace if t.task is task]
-        return same_trace[0] if len(same_trace) == 1 else None
+        if found is None and context.is_valid:
+            same_trace = [e for e in list(tracked.values()) if e[_SPAN] is not None
+                          and e[_SPAN].context.trace_id == context.trace_id]
+            if len(same_trace) > 1:
+                task = _current_task() if _get_running_loop() is not None else None
+                same_trace = [e for e in same_trace if e[_TASK] is task]
+            found = same_trace[0] if len(same_trace) == 1 else None
+        return self._state_of(found) if found is not None else None
 
     def stats_snapshot(self) -> Dict[str, Any]:
         """``stats()``: the counters plus ``profiled_fraction`` (profiled / started spans) and

@@ -19,23 +19,24 @@ import heapq
 import itertools
 import threading
 import time
-from typing import Any, Callable, Iterable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from otel_perfmon._fork import reset_after_fork
 
 
 class Watchdog:
-    """Calls ``on_deadline(item)`` on a daemon thread once an item's ``deadline``
-    (``time.time()`` seconds: span timestamps are wall-clock) has passed, unless the item has ``ended``.
+    """A daemon thread that calls ``scan(now)`` periodically and ``on_deadline(item)`` for
+    one-off items once their deadline has passed (unless the item has ``ended``). Times are
+    ``time.time()`` seconds: span timestamps are wall-clock.
 
-    ``active()`` returns the open spans (objects with ``deadline``, ``fired`` and ``ended``);
-    it is called on the watchdog thread and must be cheap and thread-safe (e.g.
-    ``list(dict.values())``).
+    ``scan(now)`` fires whatever open spans are due (on the watchdog thread; errors go to
+    ``on_error``) and returns the earliest deadline still ahead (``math.inf`` if none); the
+    thread sleeps until then, or ``idle_wait_seconds`` at most.
     """
 
-    def __init__(self, active: Callable[[], Iterable[Any]], on_deadline: Callable[[Any], None],
+    def __init__(self, scan: Callable[[float], float], on_deadline: Callable[[Any], None],
                  on_error: Callable[[BaseException], None], idle_wait_seconds: float) -> None:
-        self._active = active
+        self._scan = scan
         self._on_deadline = on_deadline
         self._on_error = on_error
         self._idle_wait = idle_wait_seconds
@@ -83,14 +84,10 @@ class Watchdog:
         while True:
             now = time.time()
             wake_at = now + self._idle_wait
-            for item in self._active():
-                if item.fired or item.ended:
-                    continue
-                if item.deadline <= now:
-                    item.fired = True
-                    self._fire(item)
-                elif item.deadline < wake_at:
-                    wake_at = item.deadline
+            try:
+                wake_at = min(wake_at, self._scan(now))
+            except BaseException as exc:
+                self._on_error(exc)
             due = []
             with self._cond:
                 if self._closed:
