@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     environ = ENVIRON  # noqa: F841
     for _ in range(min(args.n, 300)):
         span = start(tracer, time.time_ns() - 2_000_000_000)
-        tracked = processor._tracked[span.context.span_id]
+        tracked = processor._state_of(processor._tracked[span.context.span_id])  # as the watchdog does
         tracked.sampling = True
         processor._sampler.start(tracked.span_id, tracked, span.name)
         time.sleep(0.002)

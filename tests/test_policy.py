@@ -117,7 +117,7 @@ def test_expired_candidates_are_forgotten():
     """A route stops being a candidate after candidate_memory_seconds; once none is left, the
     policy's per-span check is back to one random draw (no name read, no clock)."""
     policy = AdaptiveProfilePolicy(threshold_seconds=1.0, budget=1.0, explore_rate=0.0,
-                                   candidate_memory_seconds=0.05)
+                                   candidate_memory_seconds=0.5)
     policy.on_span_end("GET /d", 0.9, profiled=False, slow=False)
     policy.on_span_end("GET /d", 0.9, profiled=False, slow=False)
     assert policy.is_candidate("GET /d") and policy.should_profile(span("GET /d")) is True
@@ -252,3 +252,30 @@ def test_unrouted_requests_share_one_fingerprint(pipeline):
         assert perfmon.stats()["reports_deduplicated"] == 2
     finally:
         perfmon.shutdown(timeout_seconds=2)
+
+
+def test_a_custom_policy_object_decides_from_the_span(pipeline):
+    """The README's policy object: should_profile gets the SDK span at start (name and the
+    instrumentor's attributes), on_span_end is called only as span_end_min_seconds says."""
+    seen, ended = [], []
+
+    class WorkOnly:
+        description = "work route only"
+        span_end_min_seconds = float("inf")  # on_span_end for profiled spans only
+
+        def should_profile(self, span):
+            seen.append((span.name, dict(span.attributes or {})))
+            return span.name.endswith("/work")
+
+        def on_span_end(self, name, duration_seconds, profiled, slow):
+            ended.append((name, profiled))
+
+    perfmon = pipeline["start"](profile_policy=WorkOnly())
+    client = pipeline["client"]
+    assert client.get("/other").status_code == 200
+    assert client.get("/work").status_code == 200
+    assert [name for name, _ in seen] == ["GET /other", "GET /work"]
+    assert seen[1][1].get("http.method", seen[1][1].get("http.request.method")) == "GET"
+    stats = perfmon.stats()
+    assert stats["spans_started"] == 2 and stats["spans_profiled"] == 1
+    assert ended == [("GET /work", True)]

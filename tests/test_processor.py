@@ -513,10 +513,10 @@ def test_shutdown_is_idempotent_and_stops_profiling(tmp_path):
 
 
 def test_run_sync_finds_its_request_span_under_nested_spans_and_concurrent_requests(tmp_path):
-    """anyio's run_sync (how FastAPI runs sync routes) is attributed to the right server span
-    with no ContextVar set by the request path: from the current span, its parent, or the
-    one tracked span of the same trace on this task."""
-    import anyio.to_thread
+    """anyio's run_sync (how FastAPI runs sync routes) is attributed to the right tracked span
+    with no ContextVar set by the request path: the current OTel span, its parent, or else the
+    innermost open tracked span of the same trace on this task."""
+    anyio_to_thread = pytest.importorskip("anyio.to_thread")
     from opentelemetry import trace
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
@@ -525,9 +525,16 @@ def test_run_sync_finds_its_request_span_under_nested_spans_and_concurrent_reque
                                profile_policy="always")
     processor = handle.processor
     tracer = provider.get_tracer("test")
-    # both requests continue the same remote trace, as when a service calls itself twice
+    # the requests continue the same remote trace, as when a service calls itself several times
     remote = SpanContext(trace_id=0xABC, span_id=0x123, is_remote=True, trace_flags=TraceFlags(1))
     parent = trace.set_span_in_context(NonRecordingSpan(remote))
+    started = asyncio.Event()
+
+    @profile(name="nested work", threshold_seconds=30)
+    async def nested_work():  # an @profile span inside the request span, on the same task
+        with tracer.start_as_current_span("inner child"):
+            with tracer.start_as_current_span("innermost child"):
+                return processor.target_for_context(), await anyio_to_thread.run_sync(threading.get_ident)
 
     async def request(name: str, depth: int):
         with tracer.start_as_current_span(name, context=parent, kind=SpanKind.SERVER) as server:
@@ -535,23 +542,35 @@ def test_run_sync_finds_its_request_span_under_nested_spans_and_concurrent_reque
             for level in range(depth):
                 opened.append(tracer.start_as_current_span(f"{name} child {level}"))
                 opened[-1].__enter__()
-            await asyncio.sleep(0.01)  # the other request's span is open meanwhile
-            found = processor.target_for_context()
-            worker_ident = await anyio.to_thread.run_sync(threading.get_ident)
+            started.set()
+            await asyncio.sleep(0.01)  # the other requests' spans are open meanwhile
+            if depth < 0:
+                found, worker_ident = await nested_work()
+            else:
+                found = processor.target_for_context()
+                worker_ident = await anyio_to_thread.run_sync(threading.get_ident)
             sessions = list(found.profile._thread_sessions) if found is not None and found.profile else []
             for cm in reversed(opened):
                 cm.__exit__(None, None, None)
             return server, found, worker_ident, sessions
 
+    async def unrelated():  # another trace, no tracked span: nothing to attribute
+        await started.wait()
+        with tracer.start_as_current_span("background job"):
+            return processor.target_for_context(), len(processor._tracked)
+
     async def main():
-        return await asyncio.gather(request("GET /a", 0), request("GET /b", 1), request("GET /c", 3))
+        return await asyncio.gather(request("GET /a", 0), request("GET /b", 1), request("GET /c", 3),
+                                    request("GET /d", -1), unrelated())
 
     try:
-        results = asyncio.run(main())
-        for server, found, worker_ident, sessions in results:
+        *results, (outside, open_spans) = asyncio.run(main())
+        for server, found, worker_ident, sessions in results[:3]:
             assert found is not None and found.span is server, server.name
             assert len(sessions) == 1, f"{server.name}: the worker thread's profile was not attached"
             assert worker_ident != threading.get_ident()
-        assert processor.target_for_context() is None  # outside any request
+        _server, found, _worker, _sessions = results[3]
+        assert found is not None and found.span.name == "nested work"  # the innermost tracked span
+        assert outside is None and open_spans >= 4
     finally:
         handle.shutdown()

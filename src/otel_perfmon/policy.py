@@ -101,7 +101,9 @@ class AdaptiveProfilePolicy:
             key, now = span.name, time.monotonic()
             until = candidates.get(key)
             if until is not None and now >= until:
-                candidates.pop(key, None)  # expired: the dict empties again when all have
+                # expired: the dict empties again when all have (unless renewed meanwhile)
+                if candidates.get(key) == until:
+                    candidates.pop(key, None)
                 until = None
             if until is None and self._random() >= self.explore_rate:
                 return False

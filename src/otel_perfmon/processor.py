@@ -1,9 +1,10 @@
 """``PerfmonSpanProcessor``: the OTel SpanProcessor that profiles slow server spans.
 
 Request path (``on_start`` / ``on_end``, called by the SDK on the request thread or event
-loop): decide eligibility (local-root SERVER span, URL filters, profiling policy), start or
-stop a pyinstrument session, schedule the watchdog, and for a slow span capture the request
-data and enqueue it. Nothing there does I/O, renders, or raises into the app.
+loop): decide eligibility (local-root SERVER span, URL filters, profiling policy), record the
+span in the open-span table the watchdog scans, start or stop a pyinstrument session, and for
+a slow span capture the request data and enqueue it. Nothing there does I/O, renders, or
+raises into the app.
 
 Background: the watchdog sets ``perfmon.slow`` / ``perfmon.report.id`` / ``perfmon.report.url``
 on spans that pass their threshold while still open (after asking the dedup store which
@@ -72,30 +73,38 @@ def new_report_id(now: Optional[float] = None) -> str:
 
 # An open eligible span is a plain list in ``PerfmonSpanProcessor._tracked`` (span id -> entry):
 # the cheapest mutable record to build on the request path, where an object with a __dict__
-# and an __init__ measurably cost more (docs/performance.md). Its slots, as on_start builds it:
+# and an __init__ cost ~10 µs more per request in wall time (cold caches; docs/performance.md,
+# "The request path"). Its slots, as on_start builds it:
 # [span, threshold (s), thread id, asyncio task or None, SpanProfile or None, _Tracked or None,
 #  ended (bool), anyio worker thread id or None]
 _SPAN, _THRESHOLD, _THREAD, _TASK, _PROFILE, _STATE, _ENDED, _WORKER = range(8)
 
 
+def _start_seconds(span: Any) -> Optional[float]:
+    """The span's start as ``time.time()`` seconds (the SDK stamps ``time.time_ns()``), or None."""
+    start_ns = span.start_time if span is not None else None
+    return start_ns / 1e9 if start_ns else None
+
+
 class _Tracked(SpanTarget):
-    """Background state of one tracked span, created off the request path when needed (the span
-    passed its deadline, a sync route asked for its thread, or it ended slow) and kept in the
-    entry's ``_STATE`` slot; also where the span runs (SpanTarget). What the request thread
-    writes (profile, ended, worker thread) stays in the entry and is read through properties.
-    Times are wall-clock seconds, like the SDK's ``Span.start_time`` (``time.time_ns()``)."""
+    """State of one tracked span beyond its entry, created only when needed: the span passed
+    its deadline (watchdog), a sync route asks for its thread (``run_sync``), or it ended slow.
+    Kept in the entry's ``_STATE`` slot while the span is open (``on_end`` clears the slot, so
+    the two never outlive the span as a reference cycle); also where the span runs
+    (SpanTarget). What the request thread writes (profile, ended, worker thread) stays in the
+    entry and is read through properties. ``started`` is ``time.time()`` seconds."""
 
     fired = False
     claim: Optional[Claim] = None
     sampling = False
-    inflight_reported = False
+    notified = False  # a report of this span went to the exporters (in-flight or final)
 
     def __init__(self, entry: List[Any]) -> None:
         self.entry = entry
         span = entry[_SPAN]
         self.span_id = span.context.span_id
         self.threshold_seconds = entry[_THRESHOLD]
-        self.started = (span.start_time or time.time_ns()) / 1e9  # the span's own start, time.time() s
+        self.started = _start_seconds(span) or time.time()
         self.thread_id = entry[_THREAD]
         task = entry[_TASK]
         if task is not None:
@@ -217,7 +226,8 @@ class PerfmonSpanProcessor(SpanProcessor):
     # ------------------------------------------------------------------ request path
     # Both hooks run on every span the SDK records, on the request thread or event loop, where
     # caches are cold: every attribute read and call shows in wall-clock time (docs/performance.md).
-    # So they read no clock, take no lock, set no ContextVar and build one list per span.
+    # So, for a span that is neither profiled nor slow, they read no clock, take no lock, set
+    # no ContextVar and build one list.
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
         """SDK hook, request thread / event loop: track an eligible span (a few µs), maybe
         start its profiler. Never raises (errors are logged once and counted)."""
@@ -243,9 +253,12 @@ class PerfmonSpanProcessor(SpanProcessor):
             loop = _get_running_loop()
             entry = [span, threshold, get_ident(), _current_task(loop) if loop is not None else None,
                      None, None, False, None]
-            if self._should_profile(span):
-                entry[_PROFILE] = self._start_profile(span)
             self._tracked[span.context.span_id] = entry
+            try:  # a failing policy costs the span its profiler, not its watchdog or report
+                if self._should_profile(span):
+                    entry[_PROFILE] = self._start_profile(span)
+            except Exception:
+                self._hook_error("should_profile")
             if not self._watchdog.running:
                 self._watchdog.ensure_started()
             elif threshold < self._threshold:  # the watchdog may sleep past this deadline
@@ -293,11 +306,13 @@ class PerfmonSpanProcessor(SpanProcessor):
                 return
             entry[_ENDED] = True  # before reading _STATE: see _on_deadline
             # the common case (no profiler, no background state, a short span) costs no call
+            tracked = entry[_STATE]
+            if tracked is not None:
+                entry[_STATE] = None  # the state keeps the entry; the entry lets go of the state
+            sampled = self._sampler.stop(tracked.span_id) if tracked is not None and tracked.sampling else None
             profile = entry[_PROFILE]
             if profile is not None:
                 profile = self._stop_profile(profile, span)
-            tracked = entry[_STATE]
-            sampled = self._sampler.stop(tracked.span_id) if tracked is not None and tracked.sampling else None
             start_ns, end_ns = span.start_time or 0, span.end_time or 0
             duration = (end_ns - start_ns) / 1e9
             slow = duration > entry[_THRESHOLD]
@@ -311,6 +326,7 @@ class PerfmonSpanProcessor(SpanProcessor):
             self.stats.incr("slow_spans")
             if tracked is None:
                 tracked = self._state_of(entry)
+                entry[_STATE] = None
             attributes = span.attributes or {}
             pairs = find_request_headers()
             if pairs is None:
@@ -352,11 +368,10 @@ class PerfmonSpanProcessor(SpanProcessor):
             tracked = entry[_STATE]
             if entry[_ENDED] or (tracked is not None and tracked.fired):
                 continue
-            span = entry[_SPAN]
-            start_ns = span.start_time if span is not None else None
-            if not start_ns:
+            started = _start_seconds(entry[_SPAN])
+            if started is None:
                 continue
-            deadline = start_ns / 1e9 + entry[_THRESHOLD]
+            deadline = started + entry[_THRESHOLD]
             if deadline > now:
                 next_deadline = min(next_deadline, deadline)
                 continue
@@ -378,6 +393,8 @@ class PerfmonSpanProcessor(SpanProcessor):
             return
         tracked = item
         span = tracked.span
+        if span is None or tracked.ended:
+            return
         claim = self._claim(tracked)
         if self._on_report is not None:
             self._on_report(span.name, self.config.dedup_window_seconds)
@@ -409,7 +426,6 @@ class PerfmonSpanProcessor(SpanProcessor):
         pairs = headers_in_frames(tracked.frames())
         if pairs is None:
             pairs = headers_from_attributes(attributes)
-        tracked.inflight_reported = True
         self._worker.submit(CapturedSpan(
             tracked=tracked, trace_id=span.context.trace_id, span_id=span.context.span_id,
             span_name=span.name, service_name=_service_name(span), start_ns=span.start_time or 0,
@@ -424,8 +440,10 @@ class PerfmonSpanProcessor(SpanProcessor):
         from otel_perfmon.report.render import write_report_files
 
         tracked = captured.tracked
-        claim = self._claim(tracked)
         in_flight = captured.mode == "in_flight"
+        if in_flight and tracked.ended:
+            return  # the final report of the span is queued (or written) and supersedes this one
+        claim = self._claim(tracked)
         captured.fingerprint = span_fingerprint(tracked.span)
         if self._on_report is not None and not in_flight:
             self._on_report(captured.span_name, self.config.dedup_window_seconds)
@@ -440,8 +458,9 @@ class PerfmonSpanProcessor(SpanProcessor):
             self.store.record_occurrence(captured.fingerprint, claim.report_id, duration_ms, trace_id, time.time())
             return
         # an in-flight report is written under the claimed id, then overwritten by the final
-        # report when the span ends; exporters hear of it once, at the first of the two.
-        first = in_flight or not tracked.inflight_reported
+        # report when the span ends; exporters hear of it once, at the first of the two written
+        # (only this worker thread reads and sets ``notified``).
+        first = not tracked.notified
         try:
             report = build_report(captured, claim.report_id, self.report_dir, self.config.report_url(claim.report_id))
             write_report_files(report)
@@ -454,13 +473,15 @@ class PerfmonSpanProcessor(SpanProcessor):
         if not in_flight:
             self.store.record_occurrence(captured.fingerprint, claim.report_id, duration_ms, trace_id, time.time())
         if first:
+            tracked.notified = True
             self.stats.incr("reports_created")
             report.session = None  # the exporters get the rendered files, not the raw samples
             self.dispatcher.dispatch(report)
 
     def target_for_context(self) -> Optional[_Tracked]:
         """The tracked span the calling context runs under, or None: the current OTel span,
-        its parent, or else the one tracked span of the same trace on this task. Called by the
+        its parent, or else the innermost open tracked span of the same trace (on this task
+        when several tasks have one). Called by the
         ``run_sync`` wrapper (profiling/threads.py) on the event loop; cheap when nothing is
         tracked."""
         tracked = self._tracked
@@ -473,12 +494,20 @@ class PerfmonSpanProcessor(SpanProcessor):
             parent = getattr(span, "parent", None)
             found = tracked.get(parent.span_id) if parent is not None else None
         if found is None and context.is_valid:
-            same_trace = [e for e in list(tracked.values()) if e[_SPAN] is not None
-                          and e[_SPAN].context.trace_id == context.trace_id]
-            if len(same_trace) > 1:
+            # deeper nesting: the open tracked spans of this trace, on this task when that tells
+            # them apart, innermost (latest started) first, as for nested @profile spans
+            candidates = []
+            for entry in list(tracked.values()):
+                entry_span = entry[_SPAN]
+                if not entry[_ENDED] and entry_span is not None and entry_span.context.trace_id == context.trace_id:
+                    candidates.append(entry)
+            if len(candidates) > 1:
                 task = _current_task() if _get_running_loop() is not None else None
-                same_trace = [e for e in same_trace if e[_TASK] is task]
-            found = same_trace[0] if len(same_trace) == 1 else None
+                candidates = [e for e in candidates if e[_TASK] is task] or candidates
+            if candidates:
+                found = max(candidates, key=lambda e: _start_seconds(e[_SPAN]) or 0.0)
+        if found is not None and found[_ENDED]:
+            return None
         return self._state_of(found) if found is not None else None
 
     def stats_snapshot(self) -> Dict[str, Any]:

@@ -8,9 +8,10 @@ The request path does nothing for it: the watchdog scans the processor's table o
 spans (as many entries as requests in flight) and sleeps until the earliest deadline among
 them, or for ``idle_wait_seconds`` (half the default threshold) when none is due sooner: a
 span that starts while it sleeps cannot be due before it wakes unless the instrumentor started
-it more than that long before our hook saw it. Extra one-off deadlines (in-flight
-reports, spans with a shorter threshold than the default) go through :meth:`schedule`, which
-wakes the thread.
+it more than that long before our hook saw it. A span with a shorter threshold than the
+default calls :meth:`wake` (rescan now); extra one-off deadlines (in-flight reports) go
+through :meth:`schedule`. Either, arriving during a scan, makes the thread scan again before
+it sleeps.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Watchdog:
         self._heap: List[Tuple[float, int, Any]] = []
         self._seq = itertools.count()
         self._thread: Optional[threading.Thread] = None
+        self._kicked = False  # schedule()/wake() since the current scan began: scan again at once
         self.running = False
 
     def ensure_started(self) -> None:
@@ -65,6 +67,7 @@ class Watchdog:
             if self._closed:
                 return
             heapq.heappush(self._heap, (deadline, next(self._seq), item))
+            self._kicked = True
             self._cond.notify()
         if not self.running:
             self.ensure_started()
@@ -72,6 +75,7 @@ class Watchdog:
     def wake(self) -> None:
         """Rescan now (a span with a deadline earlier than the thread's next wake-up started)."""
         with self._cond:
+            self._kicked = True
             self._cond.notify()
 
     def _fire(self, item: Any) -> None:
@@ -82,6 +86,8 @@ class Watchdog:
 
     def _run(self) -> None:
         while True:
+            with self._cond:
+                self._kicked = False
             now = time.time()
             wake_at = now + self._idle_wait
             try:
@@ -102,7 +108,7 @@ class Watchdog:
             with self._cond:
                 if self._closed:
                     return
-                if not due:
+                if not due and not self._kicked:
                     # bounded: a wall-clock step backwards must not stall the thread
                     self._cond.wait(min(self._idle_wait, max(0.0, wake_at - time.time())))
 

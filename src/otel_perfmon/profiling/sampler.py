@@ -62,18 +62,14 @@ def coroutine_frames(task: Any) -> List[Any]:
 
 
 class SpanTarget:
-    """Where a span runs: a thread id, plus the asyncio task and loop when on an event loop."""
+    """Where a span runs, as the sampler reads it: ``thread_id``, plus ``task`` and ``loop``
+    when on an event loop, and ``worker_thread_id`` while a sync route runs in anyio's pool.
+    Subclasses set them (the processor's ``_Tracked``); the defaults below are "none"."""
 
-    # class-level defaults: creating one on the request path sets only what differs.
+    thread_id: int = 0
     task: Any = None
     loop: Any = None
-    profile: Any = None  # the span's SpanProfile, when it has one
-    worker_thread_id: Optional[int] = None  # set while a sync route runs in anyio's pool
-
-    def __init__(self, thread_id: int, task: Any = None, loop: Any = None) -> None:
-        self.thread_id = thread_id
-        if task is not None:
-            self.task, self.loop = task, loop
+    worker_thread_id: Optional[int] = None
 
     def stack(self, frames: Dict[int, Any]) -> Optional[List[str]]:
         """The span's current stack (pyinstrument identifiers), or None if it is gone."""
