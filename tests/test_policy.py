@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import random
 import time
 from types import SimpleNamespace
 
@@ -15,15 +16,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_perfmon import ConfigurationError, configure_perfmon
-from otel_perfmon.policy import AdaptiveProfilePolicy, AlwaysProfilePolicy, estimated_profiling_cost
+from otel_perfmon.policy import AdaptiveProfilePolicy, AlwaysProfilePolicy, estimated_profiling_cost, span_id_bound
 from otel_perfmon.testing import InMemoryReportExporter, wait_until
 
 THRESHOLD = 0.15
 
 
 def span(name: str) -> SimpleNamespace:
-    """What a policy reads of the span it is asked about."""
-    return SimpleNamespace(name=name, attributes={})
+    """What a policy reads of the span it is asked about (a random 64-bit span id, as the SDK's)."""
+    return SimpleNamespace(name=name, attributes={}, context=SimpleNamespace(span_id=random.getrandbits(64)))
 
 
 def busy_python(seconds: float) -> int:
@@ -125,7 +126,11 @@ def test_expired_candidates_are_forgotten():
     assert policy.should_profile(span("GET /d")) is False
     assert not policy._candidate_until, "the expired candidate was kept"
 
+    assert not policy.wants_all_spans  # the processor is back to consulting explore_rate of spans
+
     class NoName:  # a span whose name must not be read on the common path
+        context = SimpleNamespace(span_id=2 ** 63)
+
         @property
         def name(self):
             raise AssertionError("span.name read with no candidate route")
@@ -279,3 +284,40 @@ def test_a_custom_policy_object_decides_from_the_span(pipeline):
     stats = perfmon.stats()
     assert stats["spans_started"] == 2 and stats["spans_profiled"] == 1
     assert ended == [("GET /work", True)]
+
+
+def test_explore_rate_is_drawn_from_the_span_id():
+    rng = random.Random(7)
+    ids = [rng.getrandbits(64) for _ in range(20000)]
+    assert 0.22 < sum(i < span_id_bound(0.25) for i in ids) / len(ids) < 0.28
+    assert span_id_bound(0.0) == 0 and all(i < span_id_bound(1.0) for i in ids)
+    policy = AdaptiveProfilePolicy(threshold_seconds=1.0, budget=1.0, explore_rate=0.25)
+    time.sleep(0.01)  # some budget
+    explored = SimpleNamespace(name="GET /e", attributes={}, context=SimpleNamespace(span_id=span_id_bound(0.25) - 1))
+    skipped = SimpleNamespace(name="GET /e", attributes={}, context=SimpleNamespace(span_id=span_id_bound(0.25)))
+    assert policy.should_profile(explored) is True and policy.should_profile(skipped) is False
+
+
+def test_the_processor_consults_the_adaptive_policy_only_when_it_asks(pipeline):
+    """No candidate route and no exploring: should_profile is never called on the request
+    path; once a route is a candidate (wants_all_spans), every span goes to it."""
+    calls = []
+
+    class Counting(AdaptiveProfilePolicy):
+        def should_profile(self, span):
+            calls.append(span.name)
+            return super().should_profile(span)
+
+    policy = Counting(threshold_seconds=THRESHOLD, explore_rate=0.0)
+    perfmon = pipeline["start"](profile_policy=policy)
+    client = pipeline["client"]
+    for _ in range(5):
+        assert client.get("/other").status_code == 200
+    assert calls == [] and perfmon.stats()["spans_started"] == 5
+    for _ in range(2):  # two spans near the threshold make /work a candidate
+        assert client.get(f"/work?s={THRESHOLD * 0.7}").status_code == 200
+    assert policy.wants_all_spans and calls == []
+    assert client.get("/other").status_code == 200
+    assert client.get("/work").status_code == 200
+    assert calls == ["GET /other", "GET /work"]
+    assert perfmon.stats()["spans_profiled"] == 1  # the candidate route only

@@ -12,6 +12,13 @@ A policy is pluggable like an OTel ``Sampler``: any object with
   span lasting at least the policy's optional ``span_end_min_seconds`` (default 0: all);
 * optionally ``on_report(key: str, window_seconds: float) -> None``: called on a background
   thread when a slow span of ``key`` maps to a report (new or deduplicated);
+* optionally, to spare the per-span call on the request path, ``explore_span_id_bound``
+  (int) and ``wants_all_spans`` (bool, read per span): the processor then consults
+  ``should_profile`` only for spans whose span id is below the bound, or while
+  ``wants_all_spans`` is true. Span ids are uniform random 64-bit numbers, so
+  ``rate × 2**64`` as the bound picks that fraction of spans, the way OTel's
+  ``TraceIdRatioBased`` sampler compares trace ids with a bound; the decision is a property
+  of the span, so ``should_profile`` can make the same comparison again;
 * ``description`` (str), shown in logs.
 
 Built in:
@@ -28,7 +35,6 @@ sampler (:mod:`otel_perfmon.profiling.sampler`).
 
 from __future__ import annotations
 
-import random
 import time
 from typing import Any, Dict
 
@@ -37,6 +43,15 @@ PROFILE_FIXED_COST_SECONDS = 40e-6
 #: Share of a profiled span's wall time that is profiler overhead, upper bound: call-heavy
 #: code runs 2.6–3.8× slower under pyinstrument, so up to ~74 % of a profiled span is overhead.
 PROFILE_COST_RATIO = 0.75
+
+
+#: Span ids are uniform in [0, 2**64): ``rate * SPAN_ID_LIMIT`` as a bound selects ``rate`` of them.
+SPAN_ID_LIMIT = 1 << 64
+
+
+def span_id_bound(rate: float) -> int:
+    """The span-id bound below which a fraction ``rate`` (0..1) of spans falls."""
+    return int(max(0.0, min(1.0, rate)) * SPAN_ID_LIMIT)
 
 
 def estimated_profiling_cost(duration_seconds: float) -> float:
@@ -63,16 +78,18 @@ class AdaptiveProfilePolicy:
     * A route (span name) is a *candidate* for ``candidate_memory_seconds`` once two of its
       spans within that time took at least ``candidate_ratio`` × ``threshold_seconds`` (one
       outlier, a GC pause, is not enough); candidates are profiled.
-    * Other routes are profiled at ``explore_rate`` (a probability per span), so a route's
-      first slow request can still get a full profile.
+    * Other routes are profiled at ``explore_rate`` (a probability per span, drawn from the
+      span id like OTel's ``TraceIdRatioBased`` sampler), so a route's first slow request can
+      still get a full profile.
     * A route whose report exists (new or deduplicated, told by ``on_report``) is not
       profiled again within the dedup window: no new report would come of it.
     * All profiling draws on a token bucket refilled at ``budget`` seconds of estimated
       profiling cost per wall-clock second (``estimated_profiling_cost``), starting empty and
       holding at most a minute's worth; when it is empty, nothing is profiled.
 
-    Bookkeeping is lock-free (GIL-atomic dict and float updates, approximate under races):
-    ``should_profile`` and ``on_span_end`` cost well under a microsecond each.
+    Bookkeeping is lock-free (GIL-atomic dict and float updates, approximate under races).
+    With no candidate route, the processor consults it for ``explore_rate`` of the spans only
+    (``explore_span_id_bound``, ``wants_all_spans``).
     """
 
     description = "adaptive"
@@ -91,11 +108,11 @@ class AdaptiveProfilePolicy:
         self._candidate_until: Dict[str, float] = {}
         self._near_at: Dict[str, float] = {}
         self._reported_until: Dict[str, float] = {}
-        self._random = random.random
+        self.explore_span_id_bound = span_id_bound(explore_rate)
+        self.wants_all_spans = False  # True while some route is a candidate
 
     def should_profile(self, span: Any) -> bool:
-        # the common case (no candidate route at all, not explored) reads neither the span's
-        # name nor a clock: one random draw
+        explored = span.context.span_id < self.explore_span_id_bound
         candidates = self._candidate_until
         if candidates:
             key, now = span.name, time.monotonic()
@@ -104,10 +121,11 @@ class AdaptiveProfilePolicy:
                 # expired: the dict empties again when all have (unless renewed meanwhile)
                 if candidates.get(key) == until:
                     candidates.pop(key, None)
+                    self.wants_all_spans = bool(candidates)
                 until = None
-            if until is None and self._random() >= self.explore_rate:
+            if until is None and not explored:
                 return False
-        elif self._random() >= self.explore_rate:
+        elif not explored:
             return False
         else:
             key, now = span.name, time.monotonic()
@@ -124,6 +142,7 @@ class AdaptiveProfilePolicy:
             previous = self._near_at.get(key)
             if previous is not None and now - previous < self.candidate_memory_seconds:
                 self._candidate_until[key] = now + self.candidate_memory_seconds
+                self.wants_all_spans = True
             self._near_at[key] = now
         if profiled:
             self._tokens -= estimated_profiling_cost(duration_seconds)

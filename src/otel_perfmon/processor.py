@@ -33,7 +33,7 @@ from otel_perfmon import metrics
 from otel_perfmon.config import PerfmonConfig, compile_url_patterns
 from otel_perfmon.dedup import Claim, DedupStore, fingerprint, open_store
 from otel_perfmon.dispatch import BackgroundQueue, Dispatcher
-from otel_perfmon.policy import estimated_profiling_cost, make_policy
+from otel_perfmon.policy import SPAN_ID_LIMIT, estimated_profiling_cost, make_policy
 from otel_perfmon.profiling import SpanProfile
 from otel_perfmon.profiling import threads
 from otel_perfmon.profiling.sampler import SpanTarget, StackSampler
@@ -198,6 +198,9 @@ class PerfmonSpanProcessor(SpanProcessor):
         self._policy = make_policy(config)
         self._on_report = getattr(self._policy, "on_report", None)
         self._should_profile = self._policy.should_profile  # bound once: called per span
+        # policies that say which spans they need to see (policy.py) are not called for the rest
+        self._consult_below = getattr(self._policy, "explore_span_id_bound", SPAN_ID_LIMIT) \
+            if hasattr(self._policy, "wants_all_spans") else SPAN_ID_LIMIT
         self._on_span_end = self._policy.on_span_end
         # unprofiled spans shorter than this are not shown to the policy (AdaptiveProfilePolicy
         # only learns from spans near the threshold); policies without the attribute see all
@@ -253,12 +256,14 @@ class PerfmonSpanProcessor(SpanProcessor):
             loop = _get_running_loop()
             entry = [span, threshold, get_ident(), _current_task(loop) if loop is not None else None,
                      None, None, False, None]
-            self._tracked[span.context.span_id] = entry
-            try:  # a failing policy costs the span its profiler, not its watchdog or report
-                if self._should_profile(span):
-                    entry[_PROFILE] = self._start_profile(span)
-            except Exception:
-                self._hook_error("should_profile")
+            span_id = span.context.span_id
+            self._tracked[span_id] = entry
+            if span_id < self._consult_below or self._policy.wants_all_spans:
+                try:  # a failing policy costs the span its profiler, not its watchdog or report
+                    if self._should_profile(span):
+                        entry[_PROFILE] = self._start_profile(span)
+                except Exception:
+                    self._hook_error("should_profile")
             if not self._watchdog.running:
                 self._watchdog.ensure_started()
             elif threshold < self._threshold:  # the watchdog may sleep past this deadline
