@@ -125,7 +125,8 @@ def machine_description() -> Dict[str, str]:
     try:
         commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":!bench/results.md"],
                                capture_output=True, text=True, timeout=10).stdout.strip()
         info["git commit"] = f"{commit}{' (with uncommitted changes)' if dirty else ''}"
     except (OSError, subprocess.SubprocessError):
@@ -780,6 +781,38 @@ def goal_lines(results: Dict[str, Any]) -> List[Tuple[str, str, Optional[bool]]]
     return goals
 
 
+def setup_lines(default_policy: str, args: argparse.Namespace) -> List[str]:
+    """The "Setup" section of the results: what was run, how, and how to read the cells."""
+    return [
+        f"- otel-perfmon default profile_policy at run time: **{default_policy}**.",
+        f"- Variants: {', '.join(VARIANTS)}. `otel` = SDK TracerProvider + BatchSpanProcessor + a null "
+        "exporter + OTel's Flask/FastAPI instrumentor; every ratio is against it, measured in the same run. "
+        "`otel_b` is an identical second `otel` app: the A/A control, whose ratio shows the run's precision.",
+        f"- perfmon variants: in-process, threshold_seconds={apps.DEFAULT_THRESHOLD_SECONDS} and the slow route "
+        f"takes ~{(apps.SLOW_CPU_SECONDS + apps.SLOW_SLEEP_SECONDS) * 1000:.0f} ms, so the bench stays short; "
+        "the servers use the package default (1 s; the slow route is not loaded). Other settings are the "
+        "package defaults (report_dir in a temp dir).",
+        "- Routes: fast ≈ 0.3 ms of bytecode, calls = 20,000 small Python calls, io = 2 ms sleep, "
+        "slow ≈ 40 ms of calls + 40 ms sleep.",
+        f"- In-process: {args.rounds} rounds; in each, {args.requests} turns per route in which every variant "
+        f"serves one request, in a fresh random order per turn ({args.slow_requests} slow request per variant "
+        f"and round), after {args.warmup} warm-up requests. Cells: median latency · its ratio to otel's median "
+        "(all rounds pooled) with, in parentheses, the quartiles of the per-round ratios. `always / raw` is "
+        "perfmon_always against raw_pyinstrument the same way. Every variant's span exporter keeps the slow "
+        "route's spans (on the BatchSpanProcessor's thread) for the call-tree check.",
+        f"- Under load, interleaved (the goal figures): one server process (gunicorn -w 1 sync / uvicorn) hosts "
+        f"every variant under /<variant>/; `wrk -t1 -c1` with a Lua script requests them in shuffled turns, "
+        f"{args.mixed_rounds} rounds of {args.mixed_seconds:g} s per route; each request is timed inside the "
+        "server. Cells as in-process.",
+        f"- Under load, throughput windows (information): one server per variant, {args.load_rounds} interleaved "
+        f"rounds of {args.load_seconds:g} s per variant and route, `wrk -t1 -c4 --latency` (or the Python "
+        f"client), after a {args.load_warmup_seconds:g} s warm-up burst; medians over rounds. `cost × otel` = "
+        "otel req/s ÷ variant req/s (> 1 is slower), with its range over rounds; p50/p99 ratios are variant ÷ "
+        "otel. Separate processes and seconds-long windows make these swing by ±10–20 % on a shared VM (see "
+        "otel_b). The slow route is not loaded; its reports are checked in-process.",
+    ]
+
+
 def render(results: Dict[str, Any], machine: Dict[str, str], args: argparse.Namespace, elapsed: float) -> str:
     """The whole result as markdown (printed and written to ``--output``)."""
     out: List[str] = []
@@ -787,26 +820,7 @@ def render(results: Dict[str, Any], machine: Dict[str, str], args: argparse.Name
     out += [f"# {title}", "",
             f"Run `{' '.join(results['command'])}` at {results['date']} in {elapsed:.0f} s.", ""]
     out += ["## Machine", ""] + [f"- {k}: {v}" for k, v in machine.items()] + [""]
-    out += ["## Setup", "",
-            f"- otel-perfmon default profile_policy at run time: **{results['default_policy']}**.",
-            f"- Variants: {', '.join(VARIANTS)}. `otel` = SDK TracerProvider + BatchSpanProcessor + a null "
-            "exporter + OTel's Flask/FastAPI instrumentor; every ratio is against it, measured in the same run.",
-            f"- perfmon variants: threshold_seconds={apps.DEFAULT_THRESHOLD_SECONDS} and the slow route takes "
-            f"~{(apps.SLOW_CPU_SECONDS + apps.SLOW_SLEEP_SECONDS) * 1000:.0f} ms, so the bench stays short; "
-            "other settings are the package defaults (report_dir in a temp dir).",
-            "- Routes: fast ≈ 0.3 ms of bytecode, calls = 20,000 small Python calls, io = 2 ms sleep, "
-            "slow ≈ 40 ms of calls + 40 ms sleep.",
-            f"- In-process: {args.rounds} interleaved rounds × {args.requests} requests per variant and route "
-            f"({args.slow_requests} for slow), after {args.warmup} warm-up requests; cells are the median "
-            "latency, then the median over rounds of (variant median / otel median) with, in parentheses, the "
-            "quartiles of those per-round ratios (their spread shows the noise). `always / raw` is "
-            "perfmon_always against raw_pyinstrument the same way. Every variant's span exporter "
-            "keeps the slow route's spans (on the BatchSpanProcessor's thread) for the call-tree check.",
-            f"- Under load: {args.load_rounds} interleaved rounds of {args.load_seconds:g} s per variant and route, "
-            "`wrk -t1 -c4 --latency` (or the Python client), gunicorn -w 1 sync / uvicorn, all on loopback, after "
-            f"a {args.load_warmup_seconds:g} s warm-up burst per variant and route; medians over rounds. `cost × otel` = otel req/s ÷ variant req/s (> 1 is slower), with its range "
-            "over rounds; p50/p99 ratios are variant ÷ otel. The slow route is not loaded (its ~80 ms would "
-            "dominate); its reports are checked in-process.", ""]
+    out += ["## Setup", ""] + setup_lines(results["default_policy"], args) + [""]
     for phase in IN_PROCESS_PHASES:
         if results.get(phase):
             out += [f"## {phase.capitalize()} (median latency, ratio against otel)", "",
