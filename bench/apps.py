@@ -239,6 +239,22 @@ def _instrument(variant: str, framework: str, provider: TracerProvider, report_d
     return perfmon
 
 
+def _finish(framework: str, variant: str, app: Any, report_dir: Optional[str], threshold_seconds: Optional[float],
+            record_slow: bool, extra_perfmon: Optional[Dict[str, Any]]) -> BenchApp:
+    """Give ``app`` the variant's provider, processors and OTel's instrumentor (none for bare)."""
+    if variant == "bare":
+        return BenchApp(framework, variant, app)
+    if framework == "flask":
+        from opentelemetry.instrumentation.flask import FlaskInstrumentor as Instrumentor
+    else:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor as Instrumentor  # type: ignore[no-redef]
+
+    provider, exporter = _provider(variant, framework, record_slow)
+    perfmon = _instrument(variant, framework, provider, report_dir, threshold_seconds, extra_perfmon)
+    Instrumentor.instrument_app(app, tracer_provider=provider)
+    return BenchApp(framework, variant, app, provider, perfmon, exporter if record_slow else None)
+
+
 # ---------------------------------------------------------------------------- Flask
 def build_flask(variant: str, report_dir: Optional[str] = None,
                 threshold_seconds: Optional[float] = DEFAULT_THRESHOLD_SECONDS, record_slow: bool = True,
@@ -275,14 +291,7 @@ def build_flask(variant: str, report_dir: Optional[str] = None,
     def health():
         return "ok"
 
-    if variant == "bare":
-        return BenchApp("flask", variant, app)
-    from opentelemetry.instrumentation.flask import FlaskInstrumentor
-
-    provider, exporter = _provider(variant, "flask", record_slow)
-    perfmon = _instrument(variant, "flask", provider, report_dir, threshold_seconds, extra_perfmon)
-    FlaskInstrumentor.instrument_app(app, tracer_provider=provider)
-    return BenchApp("flask", variant, app, provider, perfmon, exporter if record_slow else None)
+    return _finish("flask", variant, app, report_dir, threshold_seconds, record_slow, extra_perfmon)
 
 
 # ---------------------------------------------------------------------------- FastAPI
@@ -317,14 +326,7 @@ def build_fastapi(variant: str, report_dir: Optional[str] = None,
     async def health():
         return {"ok": True}
 
-    if variant == "bare":
-        return BenchApp("fastapi", variant, app)
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-
-    provider, exporter = _provider(variant, "fastapi", record_slow)
-    perfmon = _instrument(variant, "fastapi", provider, report_dir, threshold_seconds, extra_perfmon)
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
-    return BenchApp("fastapi", variant, app, provider, perfmon, exporter if record_slow else None)
+    return _finish("fastapi", variant, app, report_dir, threshold_seconds, record_slow, extra_perfmon)
 
 
 # ---------------------------------------------------------------------------- servers

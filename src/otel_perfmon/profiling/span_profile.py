@@ -14,7 +14,7 @@ import asyncio
 import threading
 import time
 from collections import Counter
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from pyinstrument import Profiler
 from pyinstrument.frame import AWAIT_FRAME_IDENTIFIER
