@@ -34,7 +34,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 _LAZY = {
-    "ConfigurationError": "otel_perfmon.config",
+    "ConfigurationError": "otel_perfmon.errors",
     "PerfmonConfig": "otel_perfmon.config",
     "ExportResult": "otel_perfmon.exporters.base",
     "ReportExporter": "otel_perfmon.exporters.base",

@@ -8,7 +8,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from opentelemetry import trace
 
-from otel_perfmon.config import ConfigurationError, PerfmonConfig, resolve_config
+from otel_perfmon.config import PerfmonConfig, resolve_config
+from otel_perfmon.errors import ConfigurationError
 from otel_perfmon.processor import PerfmonSpanProcessor
 
 _logger = logging.getLogger(__name__)

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Pattern, Sequence, Tuple
 
 from otel_perfmon import environment_variables as ev
+from otel_perfmon._options import parse_bool, parse_float, parse_int, parse_list, parse_lower, parse_optional_str
+from otel_perfmon.errors import ConfigurationError
+from otel_perfmon.redaction import REDACTED, SENSITIVE_NAME_PARTS
 
 _logger = logging.getLogger(__name__)
 
@@ -29,13 +32,9 @@ DEFAULT_CAPTURE_HEADERS: Tuple[str, ...] = (
 DEFAULT_REDACT_HEADERS: Tuple[str, ...] = (
     "Authorization", "Proxy-Authorization", "Cookie", "Set-Cookie", "X-Api-Key", "X-Auth-Token",
 )
-#: Any header (and query parameter) whose lower-cased name contains one of these is redacted.
-SENSITIVE_NAME_PARTS: Tuple[str, ...] = ("token", "secret", "password", "session")
-REDACTED = "[REDACTED]"
 
-
-class ConfigurationError(ValueError):
-    """An explicit configuration value is invalid; the message names the field and value."""
+__all__ = ["ConfigurationError", "PerfmonConfig", "REDACTED", "SENSITIVE_NAME_PARTS", "DEFAULT_CAPTURE_HEADERS",
+           "DEFAULT_REDACT_HEADERS", "compile_url_patterns", "config_from_env", "resolve_config", "validate"]
 
 
 @dataclass
@@ -66,6 +65,8 @@ class PerfmonConfig:
     profile_explore_rate: float = 0.001
     profile_candidate_ratio: float = 0.5
     sampler_interval_seconds: float = 0.005
+    sampler_early_interval_seconds: float = 0.01
+    sampler_budget: float = 0.01
     inflight_multiple: float = 5.0
 
     def report_url(self, report_id: str) -> Optional[str]:
@@ -75,44 +76,29 @@ class PerfmonConfig:
         return self.report_url_template.format(report_id=report_id)
 
 
-def _parse_bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("true", "1", "yes"):
-        return True
-    if value in ("false", "0", "no"):
-        return False
-    raise ValueError("expected true/false/1/0/yes/no")
-
-
-def _parse_list(text: str) -> List[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def _parse_optional_str(text: str) -> Optional[str]:
-    return text.strip() or None
-
-
 _ENV: Dict[str, Tuple[str, Callable[[str], Any]]] = {
-    "enabled": (ev.OTEL_PERFMON_ENABLED, _parse_bool),
-    "threshold_seconds": (ev.OTEL_PERFMON_THRESHOLD_SECONDS, float),
-    "dedup_window_seconds": (ev.OTEL_PERFMON_DEDUP_WINDOW_SECONDS, float),
+    "enabled": (ev.OTEL_PERFMON_ENABLED, parse_bool),
+    "threshold_seconds": (ev.OTEL_PERFMON_THRESHOLD_SECONDS, parse_float),
+    "dedup_window_seconds": (ev.OTEL_PERFMON_DEDUP_WINDOW_SECONDS, parse_float),
     "report_dir": (ev.OTEL_PERFMON_REPORT_DIR, str.strip),
     "dedup_store": (ev.OTEL_PERFMON_DEDUP_STORE, str.strip),
-    "include_urls": (ev.OTEL_PERFMON_INCLUDE_URLS, _parse_list),
-    "exclude_urls": (ev.OTEL_PERFMON_EXCLUDE_URLS, _parse_list),
-    "capture_headers": (ev.OTEL_PERFMON_CAPTURE_HEADERS, _parse_list),
-    "redact_headers": (ev.OTEL_PERFMON_REDACT_HEADERS, _parse_list),
-    "exporters": (ev.OTEL_PERFMON_EXPORTERS, _parse_list),
-    "report_url_template": (ev.OTEL_PERFMON_REPORT_URL_TEMPLATE, _parse_optional_str),
-    "profile_interval_seconds": (ev.OTEL_PERFMON_PROFILE_INTERVAL_SECONDS, float),
-    "profile_policy": (ev.OTEL_PERFMON_PROFILE_POLICY, lambda s: s.strip().lower()),
-    "queue_size": (ev.OTEL_PERFMON_QUEUE_SIZE, int),
-    "export_timeout_seconds": (ev.OTEL_PERFMON_EXPORT_TIMEOUT_SECONDS, float),
-    "profile_budget": (ev.OTEL_PERFMON_PROFILE_BUDGET, float),
-    "profile_explore_rate": (ev.OTEL_PERFMON_PROFILE_EXPLORE_RATE, float),
-    "profile_candidate_ratio": (ev.OTEL_PERFMON_PROFILE_CANDIDATE_RATIO, float),
-    "sampler_interval_seconds": (ev.OTEL_PERFMON_SAMPLER_INTERVAL_SECONDS, float),
-    "inflight_multiple": (ev.OTEL_PERFMON_INFLIGHT_MULTIPLE, float),
+    "include_urls": (ev.OTEL_PERFMON_INCLUDE_URLS, parse_list),
+    "exclude_urls": (ev.OTEL_PERFMON_EXCLUDE_URLS, parse_list),
+    "capture_headers": (ev.OTEL_PERFMON_CAPTURE_HEADERS, parse_list),
+    "redact_headers": (ev.OTEL_PERFMON_REDACT_HEADERS, parse_list),
+    "exporters": (ev.OTEL_PERFMON_EXPORTERS, parse_list),
+    "report_url_template": (ev.OTEL_PERFMON_REPORT_URL_TEMPLATE, parse_optional_str),
+    "profile_interval_seconds": (ev.OTEL_PERFMON_PROFILE_INTERVAL_SECONDS, parse_float),
+    "profile_policy": (ev.OTEL_PERFMON_PROFILE_POLICY, parse_lower),
+    "queue_size": (ev.OTEL_PERFMON_QUEUE_SIZE, parse_int),
+    "export_timeout_seconds": (ev.OTEL_PERFMON_EXPORT_TIMEOUT_SECONDS, parse_float),
+    "profile_budget": (ev.OTEL_PERFMON_PROFILE_BUDGET, parse_float),
+    "profile_explore_rate": (ev.OTEL_PERFMON_PROFILE_EXPLORE_RATE, parse_float),
+    "profile_candidate_ratio": (ev.OTEL_PERFMON_PROFILE_CANDIDATE_RATIO, parse_float),
+    "sampler_interval_seconds": (ev.OTEL_PERFMON_SAMPLER_INTERVAL_SECONDS, parse_float),
+    "sampler_early_interval_seconds": (ev.OTEL_PERFMON_SAMPLER_EARLY_INTERVAL_SECONDS, parse_float),
+    "sampler_budget": (ev.OTEL_PERFMON_SAMPLER_BUDGET, parse_float),
+    "inflight_multiple": (ev.OTEL_PERFMON_INFLIGHT_MULTIPLE, parse_float),
 }
 
 
@@ -128,7 +114,7 @@ def _positive_number(name: str, value: Any, allow_zero: bool = False) -> float:
 
 def _string_list(name: str, value: Any) -> List[str]:
     if isinstance(value, str):
-        value = _parse_list(value)
+        value = parse_list(value)
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise ConfigurationError(f"{name} must be a list of strings, got {value!r}")
     return list(value)
@@ -168,7 +154,9 @@ def validate(config: PerfmonConfig) -> PerfmonConfig:
         "export_timeout_seconds", config.export_timeout_seconds)
     values["sampler_interval_seconds"] = _positive_number(
         "sampler_interval_seconds", config.sampler_interval_seconds)
-    for name in ("profile_budget", "profile_explore_rate"):
+    values["sampler_early_interval_seconds"] = _positive_number(
+        "sampler_early_interval_seconds", config.sampler_early_interval_seconds, allow_zero=True)
+    for name in ("profile_budget", "profile_explore_rate", "sampler_budget"):
         values[name] = _positive_number(name, getattr(config, name), allow_zero=True)
         if values[name] > 1:
             raise ConfigurationError(f"{name} must be between 0 and 1, got {getattr(config, name)!r}")

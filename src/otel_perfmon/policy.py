@@ -162,7 +162,7 @@ _POLICIES = ("adaptive", "always")
 
 def validate_policy(policy: Any) -> Any:
     """Return ``policy`` if it is a known name or a policy object; else ConfigurationError."""
-    from otel_perfmon.config import ConfigurationError
+    from otel_perfmon.errors import ConfigurationError
 
     if isinstance(policy, str):
         if policy.strip().lower() not in _POLICIES:

@@ -22,7 +22,7 @@ DEFAULT_TIMEOUT_SECONDS = 30.0
 
 
 def config_error(exporter: str, message: str) -> Exception:
-    from otel_perfmon.config import ConfigurationError
+    from otel_perfmon.errors import ConfigurationError
 
     return ConfigurationError(f"exporters: {exporter}: {message}")
 

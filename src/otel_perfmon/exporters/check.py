@@ -107,7 +107,9 @@ def run_test_notifiers(environ: Optional[Mapping[str, str]] = None, stdout: Opti
     Returns the exit status (0 all ok, 1 a failure, 2 nothing configured or invalid config).
     Blocks for at most the export timeout + 5 s.
     """
-    from otel_perfmon.config import ConfigurationError, _parse_list, config_from_env
+    from otel_perfmon._options import parse_list as _parse_list
+    from otel_perfmon.config import config_from_env
+    from otel_perfmon.errors import ConfigurationError
     from otel_perfmon.exporters.registry import build_exporters, validate_exporter_specs
 
     environ = os.environ if environ is None else environ

@@ -145,7 +145,7 @@ class OtlpReportExporter(ReportExporter):
     def __init__(self, logger_provider: Any = None, endpoint: Optional[str] = None,
                  headers: Optional[Mapping[str, str]] = None, timeout_seconds: Optional[float] = None,
                  max_hotspots: int = 5) -> None:
-        from otel_perfmon.config import ConfigurationError
+        from otel_perfmon.errors import ConfigurationError
 
         if isinstance(max_hotspots, bool) or not isinstance(max_hotspots, int) or max_hotspots < 0:
             raise ConfigurationError(f"exporters: otlp: max_hotspots must be an int >= 0, got {max_hotspots!r}")

@@ -51,7 +51,7 @@ def available_exporters() -> List[str]:
 
 def exporter_class(name: str) -> Callable[..., Any]:
     """The class (factory) registered as ``name``; raises ConfigurationError if unknown."""
-    from otel_perfmon.config import ConfigurationError
+    from otel_perfmon.errors import ConfigurationError
 
     key = name.strip().lower()
     if key in _BUILTINS:
@@ -69,7 +69,7 @@ def _is_instance(spec: Any) -> bool:
 
 def validate_exporter_specs(specs: Any) -> List[Any]:
     """Check the shape of the ``exporters`` field; raises ConfigurationError naming the item."""
-    from otel_perfmon.config import ConfigurationError
+    from otel_perfmon.errors import ConfigurationError
 
     if isinstance(specs, str):
         specs = [s.strip() for s in specs.split(",") if s.strip()]
@@ -97,7 +97,7 @@ def build_exporters(specs: List[Any], environ: Optional[Mapping[str, str]] = Non
     ``timeout_seconds`` (the resolved ``export_timeout_seconds``) becomes the
     ``timeout_seconds`` of exporters built here from a name or a dict without one.
     """
-    from otel_perfmon.config import ConfigurationError
+    from otel_perfmon.errors import ConfigurationError
 
     environ = os.environ if environ is None else environ
     built = []

@@ -12,7 +12,7 @@ def instrument_with(app: Any, tracer_provider: Optional[Any], module: str, instr
     Returns True when this call instrumented the app. Raises ConfigurationError naming the
     extra to install when the instrumentation package is missing.
     """
-    from otel_perfmon.config import ConfigurationError
+    from otel_perfmon.errors import ConfigurationError
 
     if getattr(app, "_is_instrumented_by_opentelemetry", False):
         return False
@@ -32,7 +32,7 @@ def instrument_app(app: Any, tracer_provider: Optional[Any]) -> bool:
     Raises ConfigurationError for an app that is neither Flask nor FastAPI/Starlette, or when
     the matching ``opentelemetry-instrumentation-*`` package is missing (install the extra).
     """
-    from otel_perfmon.config import ConfigurationError
+    from otel_perfmon.errors import ConfigurationError
 
     modules = {cls.__module__.split(".")[0] for cls in type(app).__mro__}
     if "flask" in modules:

@@ -15,12 +15,10 @@ import sys
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Pattern, Sequence, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from otel_perfmon.config import REDACTED, SENSITIVE_NAME_PARTS
+from otel_perfmon.redaction import REDACTED, is_sensitive, is_sensitive_query_name
 
 MAX_HEADER_VALUE_CHARS = 1000
 _MAX_FRAME_DEPTH = 48
-#: Query parameters are also redacted when their name contains one of these.
-_SENSITIVE_QUERY_PARTS = SENSITIVE_NAME_PARTS + ("key", "auth", "signature", "credential")
 
 
 def _first(attributes: Mapping[str, Any], *keys: str) -> Any:
@@ -61,11 +59,6 @@ def http_info(attributes: Mapping[str, Any], span_name: str) -> Dict[str, Any]:
     }
 
 
-def is_sensitive(name: str, redact: Iterable[str]) -> bool:
-    lowered = name.lower()
-    return lowered in redact or any(part in lowered for part in SENSITIVE_NAME_PARTS)
-
-
 def truncate(value: str, limit: int = MAX_HEADER_VALUE_CHARS) -> str:
     if len(value) <= limit:
         return value
@@ -78,9 +71,9 @@ def redact_query(query: str) -> str:
         pairs = parse_qsl(query, keep_blank_values=True)
     except ValueError:
         return truncate(query)
-    if not any(any(p in k.lower() for p in _SENSITIVE_QUERY_PARTS) for k, _ in pairs):
+    if not any(is_sensitive_query_name(k) for k, _ in pairs):
         return truncate(query)
-    cleaned = [(k, REDACTED if any(p in k.lower() for p in _SENSITIVE_QUERY_PARTS) else v) for k, v in pairs]
+    cleaned = [(k, REDACTED if is_sensitive_query_name(k) else v) for k, v in pairs]
     return truncate(urlencode(cleaned, safe="[]"))
 
 
