@@ -16,7 +16,7 @@ import sys
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from otel_perfmon.config import config_from_env
-from otel_perfmon.report.capture import is_valid_report_id
+from otel_perfmon.report.ids import is_valid_report_id
 from otel_perfmon.viewer.command import add_serve_command
 
 

@@ -33,7 +33,8 @@ def synthetic_report(report_dir: str, threshold_ms: float = 1000.0, url: Optiona
                      report_id: Optional[str] = None) -> Any:
     """A plausible :class:`~otel_perfmon.report.model.Report` (route ``/otel-perfmon/test-notifiers``)
     whose json/html/md files are written to ``report_dir``. Raises OSError on write errors."""
-    from otel_perfmon.report.build import host_info, iso_utc
+    from otel_perfmon.report.build import host_info
+    from otel_perfmon.report.ids import iso_utc
     from otel_perfmon.report.model import Report
     from otel_perfmon.report.render import write_report_files
 

@@ -5,7 +5,6 @@ Runs on the background worker only (tree building and rendering cost millisecond
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import platform
 import socket
@@ -13,15 +12,10 @@ from typing import Any, Dict, List, Optional
 
 from pyinstrument.renderers import ConsoleRenderer
 
+from otel_perfmon.report.ids import iso_utc
 from otel_perfmon.report.model import Report
 
 TOP_HOTSPOTS = 10
-
-
-def iso_utc(time_ns: int) -> str:
-    """``2026-11-22T09:00:00.123456Z`` from nanoseconds since the epoch."""
-    moment = _dt.datetime.fromtimestamp(time_ns / 1e9, tz=_dt.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def hotspots(session: Any, limit: int = TOP_HOTSPOTS) -> List[Dict[str, Any]]:

@@ -10,7 +10,6 @@ secrets never enter the queue.
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Pattern, Sequence, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -178,11 +177,3 @@ class UrlFilter:
         if self._include:
             return self._matches(self._include, candidates)
         return not self._matches(self._exclude, candidates)
-
-
-_SAFE_ID = re.compile(r"^[0-9a-z][0-9a-z-]{7,63}$")
-
-
-def is_valid_report_id(report_id: str) -> bool:
-    """True when ``report_id`` matches ``[0-9a-z][0-9a-z-]{7,63}`` (safe as a file name)."""
-    return bool(_SAFE_ID.match(report_id))

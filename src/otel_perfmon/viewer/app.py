@@ -17,7 +17,7 @@ Routes (all below the mount point when mounted):
 ``GET|POST /login``, ``POST /logout``, ``GET /healthz``, ``GET /static/viewer.css``
 ==============================  ==========================================================
 
-Report ids are checked with :func:`~otel_perfmon.report.capture.is_valid_report_id` before
+Report ids are checked with :func:`~otel_perfmon.report.ids.is_valid_report_id` before
 any file is touched, and files are opened only when their real path is inside report_dir;
 everything else answers 404. Pages are Jinja2 templates with autoescaping on.
 """
@@ -42,7 +42,7 @@ from starlette.responses import (HTMLResponse, JSONResponse, PlainTextResponse, 
 from starlette.routing import Route
 
 from otel_perfmon.dedup.base import DedupEntry
-from otel_perfmon.report.capture import is_valid_report_id
+from otel_perfmon.report.ids import is_valid_report_id
 from otel_perfmon.report.render import CONTENT_SECURITY_POLICY as REPORT_FILE_CSP
 from otel_perfmon.viewer import auth
 from otel_perfmon.viewer.index import (ReportFilter, ReportIndex, ReportSummary, format_time,

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from otel_perfmon.dedup.base import DedupEntry
-from otel_perfmon.report.capture import is_valid_report_id
+from otel_perfmon.report.ids import is_valid_report_id
 
 _logger = logging.getLogger(__name__)
 
