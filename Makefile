@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: install test demo system-deps clean bench bench-deps bench-viewer bench-instructions
+.PHONY: install test lint demo system-deps clean bench bench-deps bench-viewer bench-instructions
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ system-deps:
 
 test: install system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ruff (pyflakes, pycodestyle, isort, bugbear, pyupgrade) and mypy (strict on the core): pyproject.toml [tool.*].
+lint: install
+	$(PY) -m ruff check src tests bench examples
+	$(PY) -m mypy
 
 demo: install
 	$(PY) examples/demo.py
