@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from otel_perfmon.exporters.check import synthetic_report
+from otel_perfmon.cli.test_notifiers import synthetic_report
 
 HANG = "hang"
 
@@ -96,7 +96,7 @@ class RecordingServer:
         with self._lock:
             return [r for r in self.requests if path is None or r.path == path]
 
-    def __enter__(self) -> "RecordingServer":
+    def __enter__(self) -> RecordingServer:
         self._thread.start()
         return self
 

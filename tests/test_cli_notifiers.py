@@ -79,7 +79,48 @@ def test_invalid_configuration_exits_2_naming_exporter_and_field(tmp_path):
     assert unknown.returncode == 2 and "pigeon" in unknown.stderr
 
 
-def test_list_command_still_works(tmp_path):
-    result = subprocess.run([os.path.join(BIN, "otel-perfmon"), "list", "--report-dir", str(tmp_path / "none")],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0 and "no reports" in result.stdout
+def _list(*args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_PERFMON_")}
+    return subprocess.run([os.path.join(BIN, "otel-perfmon"), "list", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_list_missing_report_dir_is_an_error(tmp_path):
+    missing = tmp_path / "none"
+    result = _list("--report-dir", str(missing))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == "" and str(missing) in result.stderr and "does not exist" in result.stderr
+    (tmp_path / "file").write_text("x")
+    result = _list("--report-dir", str(tmp_path / "file"))
+    assert result.returncode == 2 and "not a directory" in result.stderr
+    (tmp_path / "empty").mkdir()
+    result = _list("--report-dir", str(tmp_path / "empty"))
+    assert result.returncode == 0 and "no reports in" in result.stdout
+
+
+def test_list_shows_service_mode_coverage_and_count(tmp_path):
+    from viewer_reports import make_report, write
+
+    from otel_perfmon.dedup.sqlite import SqliteDedupStore
+
+    report_dir = str(tmp_path / "reports")
+    start = 1_795_000_000.0
+    counted = write(make_report(report_dir, start, service="billing", with_session=False,
+                                profile_mode="after_threshold", coverage=0.625))
+    newest = write(make_report(report_dir, start + 60, service="shop", route="/slow", with_session=False))
+    store = SqliteDedupStore.in_report_dir(report_dir)
+    store.claim(counted.fingerprint, counted.report_id, start, 864000)
+    for k in range(4):
+        store.record_occurrence(counted.fingerprint, counted.report_id, 1200.0, "ab" * 16, start + k)
+    store.close()
+    result = _list("--report-dir", report_dir)
+    assert result.returncode == 0, result.stderr
+    header, first, second = result.stdout.splitlines()
+    assert header.split()[4:] == ["route", "service", "mode", "coverage", "count", "report", "id"]
+    # newest first; a report without a dedup entry has an empty count column
+    assert first.split()[-5:] == ["shop", "full", "100", "%", newest.report_id]
+    assert second.split()[-6:] == ["billing", "after_threshold", "62", "%", "4", counted.report_id]
+    limited = _list("--report-dir", report_dir, "--limit", "1", "--dedup-store", "none")
+    lines = limited.stdout.splitlines()
+    assert len(lines) == 3 and lines[1].split()[-1] == newest.report_id
+    assert lines[2].startswith("(1 older report not shown")

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional
 
 from otel_perfmon.dedup import fingerprint
 from otel_perfmon.report.build import call_tree_text, host_info, hotspots
+from otel_perfmon.report.ids import iso_utc, new_report_id
 from otel_perfmon.report.model import Report
 from otel_perfmon.report.render import write_report_files
 
@@ -42,16 +43,16 @@ def profile_session() -> Any:
 
 
 def iso(seconds: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(seconds % 1 * 1e6):06d}Z"
+    return iso_utc(round(seconds * 1e9))
 
 
 def make_report(report_dir: str, start: float, duration_ms: float = 1500.0, route: str = "/items/<int:item_id>",
                 method: str = "GET", service: str = "shop", headers: Optional[Dict[str, str]] = None,
                 report_id: Optional[str] = None, with_session: bool = True, status_code: int = 200,
-                path: Optional[str] = None) -> Report:
+                path: Optional[str] = None, profile_mode: str = "full", coverage: float = 1.0) -> Report:
     """A Report of a slow span that started at ``start`` (epoch seconds); not written."""
     session = profile_session() if with_session else None
-    rid = report_id or (time.strftime("%Y%m%d-%H%M%S", time.gmtime(start)) + "-" + secrets.token_hex(4))
+    rid = report_id or new_report_id(start)
     return Report(
         report_id=rid, fingerprint=fingerprint(service, method, route), trace_id=secrets.token_hex(16),
         span_id=secrets.token_hex(8), service_name=service, span_name=f"{method} {route}", method=method,
@@ -63,7 +64,7 @@ def make_report(report_dir: str, start: float, duration_ms: float = 1500.0, rout
         hotspots=hotspots(session) if session else [{"function": "load_rows", "file": "app/db.py", "line": 42,
                                                       "self_ms": duration_ms * 0.5, "percent": 50.0}],
         call_tree_text=call_tree_text(session) if session else "load_rows  app/db.py:42\n" * 40,
-        host=host_info(), report_dir=report_dir, session=session)
+        host=host_info(), profile_mode=profile_mode, coverage=coverage, report_dir=report_dir, session=session)
 
 
 def write(report: Report) -> Report:

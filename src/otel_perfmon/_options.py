@@ -55,3 +55,11 @@ def parse_port(text: str) -> int:
     if not 0 < port < 65536:
         raise ValueError("expected a port number 1-65535")
     return port
+
+
+def parse_positive_int(text: str) -> int:
+    """A whole number >= 1 (counts and limits)."""
+    value = int(text.strip())
+    if value < 1:
+        raise ValueError("expected a whole number >= 1")
+    return value

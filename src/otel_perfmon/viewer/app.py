@@ -31,7 +31,7 @@ import math
 import os
 import zipfile
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import parse_qs, quote, urlencode
 
 import jinja2
@@ -41,11 +41,10 @@ from starlette.requests import Request
 from starlette.responses import (HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response)
 from starlette.routing import Route
 
-from otel_perfmon.dedup.base import DedupEntry
 from otel_perfmon.report.ids import is_valid_report_id
 from otel_perfmon.report.render import CONTENT_SECURITY_POLICY as REPORT_FILE_CSP
 from otel_perfmon.viewer import auth
-from otel_perfmon.viewer.index import (ReportFilter, ReportIndex, ReportSummary, format_time,
+from otel_perfmon.viewer.index import (ReportFilter, ReportIndex, ReportSummary, dedup_reader, format_time,
                                        parse_time)
 
 DEFAULT_PER_PAGE = 50
@@ -110,33 +109,6 @@ def validate_trace_url_template(template: Optional[str]) -> Optional[str]:
     if "{trace_id}" not in template:
         raise ValueError(f"trace_url_template must contain {{trace_id}}, got {template!r}")
     return template
-
-
-def _dedup_reader(spec: Optional[str], report_dir: str) -> Optional[Callable[[], Iterable[DedupEntry]]]:
-    """A callable returning the dedup store's entries, or ``None`` for no counts.
-
-    ``sqlite`` is opened only once its file exists (the viewer never creates it); ``memory``
-    lives in another process, so it gives no counts.
-    """
-    if not spec or spec in ("none", "memory"):
-        return None
-    from otel_perfmon.dedup import open_store
-
-    if spec == "sqlite":
-        from otel_perfmon.dedup.sqlite import FILE_NAME
-
-        path = os.path.join(report_dir, FILE_NAME)
-        opened: List[Any] = []
-
-        def read() -> Iterable[DedupEntry]:
-            if not opened:
-                if not os.path.isfile(path):
-                    return []
-                opened.append(open_store("sqlite", report_dir))
-            return opened[0].entries()
-
-        return read
-    return open_store(spec, report_dir).entries
 
 
 def _parse_bound(value: str, name: str, end_of_day: bool) -> Optional[float]:
@@ -246,6 +218,7 @@ class Viewer:
             "route": r.route, "path": r.path, "status_code": r.status_code, "duration_ms": r.duration_ms,
             "threshold_ms": r.threshold_ms, "trace_id": r.trace_id, "span_id": r.span_id,
             "start_time": r.start_time, "fingerprint": r.fingerprint,
+            "mode": r.mode or None, "coverage": r.coverage,
             "occurrences": entry.count if entry else None,
             "last_seen": format_time(entry.last_seen).replace(" ", "T") if entry else None,
             "worst_duration_ms": entry.worst_duration_ms if entry else None,
@@ -476,7 +449,7 @@ def create_app(report_dir: str, auth_token: Optional[str] = None, trace_url_temp
     """
     settings = ViewerSettings(os.path.abspath(report_dir), auth_token or None,
                               validate_trace_url_template(trace_url_template), title)
-    index = ReportIndex(settings.report_dir, _dedup_reader(dedup_store, settings.report_dir),
+    index = ReportIndex(settings.report_dir, dedup_reader(dedup_store, settings.report_dir),
                         refresh_interval_seconds)
     viewer = Viewer(settings, index)
     routes = [

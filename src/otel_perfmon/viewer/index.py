@@ -83,6 +83,42 @@ def _number(value: Any) -> float:
     return number if number == number else 0.0  # NaN sorts badly
 
 
+def _fraction(value: Any) -> Optional[float]:
+    """A number in 0..1 as float; ``None`` for anything else (missing, bool, NaN, out of range)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    return number if 0.0 <= number <= 1.0 else None
+
+
+def dedup_reader(spec: Optional[str], report_dir: str) -> Optional[Callable[[], Iterable[DedupEntry]]]:
+    """A callable returning the dedup store's entries (for :class:`ReportIndex`), or ``None``
+    for no counts.
+
+    ``sqlite`` is opened only once its file exists (a reader never creates it); ``memory``
+    lives in another process, so it gives no counts. The callable may raise (a down Redis).
+    """
+    if not spec or spec in ("none", "memory"):
+        return None
+    from otel_perfmon.dedup import open_store
+
+    if spec == "sqlite":
+        from otel_perfmon.dedup.sqlite import FILE_NAME
+
+        path = os.path.join(report_dir, FILE_NAME)
+        opened: List[Any] = []
+
+        def read() -> Iterable[DedupEntry]:
+            if not opened:
+                if not os.path.isfile(path):
+                    return []
+                opened.append(open_store("sqlite", report_dir))
+            return opened[0].entries()
+
+        return read
+    return open_store(spec, report_dir).entries
+
+
 @dataclass(frozen=True)
 class ReportSummary:
     """The listed fields of one report (its JSON minus headers and profile).
@@ -105,13 +141,19 @@ class ReportSummary:
     span_id: str
     start_time: str
     start_ts: float
+    #: ``profile.mode`` (``full``, ``sampled``, ``after_threshold``, ``in_flight``, ``none``; ``""`` if absent).
+    mode: str = ""
+    #: ``profile.coverage``: share (0-1) of the span the samples cover; ``None`` if absent.
+    coverage: Optional[float] = None
 
     @classmethod
     def from_json(cls, data: Dict[str, Any], report_id: str, mtime: float) -> "ReportSummary":
         """Build from a parsed report JSON; missing or mistyped fields become empty values."""
         http = data.get("http") if isinstance(data.get("http"), dict) else {}
+        profile = data.get("profile") if isinstance(data.get("profile"), dict) else {}
         status = http.get("status_code")
         start_ts = parse_time(data.get("start_time"))
+        coverage = profile.get("coverage")
         return cls(
             report_id=report_id,
             fingerprint=_text(data.get("fingerprint")),
@@ -127,6 +169,8 @@ class ReportSummary:
             span_id=_text(data.get("span_id")),
             start_time=_text(data.get("start_time")),
             start_ts=start_ts if start_ts is not None else mtime,
+            mode=_text(profile.get("mode")),
+            coverage=_fraction(coverage),
         )
 
 

@@ -1,4 +1,8 @@
-"""``otel-perfmon serve``: the viewer under uvicorn (no hand-written HTTP server)."""
+"""The viewer under uvicorn (no hand-written HTTP server); ``otel-perfmon serve`` runs it.
+
+Importing this module needs no extra (Starlette and uvicorn are imported by :func:`serve`),
+so :data:`DEFAULT_HOST` and :data:`DEFAULT_PORT` can be read without them.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,9 @@ import ipaddress
 import sys
 from typing import Optional
 
-from otel_perfmon.viewer.app import create_app
-from otel_perfmon.viewer.command import DEFAULT_HOST, DEFAULT_PORT
+#: Loopback only unless told otherwise: the reports hold request data.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8484
 
 
 def _is_loopback(host: str) -> bool:
@@ -26,10 +31,13 @@ def serve(report_dir: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, a
 
     Blocks the calling (main) thread. Indexes the directory before accepting requests.
     Warns on stderr when binding a non-loopback address without ``auth_token``. Raises
-    ``ValueError`` for an invalid template, ``OSError`` when the port cannot be bound
-    (uvicorn exits the process with status 1 in that case).
+    ``ImportError`` when the viewer extra is missing, ``ValueError`` for an invalid template,
+    ``OSError`` when the port cannot be bound (uvicorn exits the process with status 1 in
+    that case).
     """
     import uvicorn
+
+    from otel_perfmon.viewer.app import create_app
 
     app = create_app(report_dir, auth_token=auth_token, trace_url_template=trace_url_template,
                      dedup_store=dedup_store)

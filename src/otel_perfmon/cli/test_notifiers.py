@@ -13,6 +13,7 @@ or the configuration is invalid (the message says which exporter and field).
 
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
 import shutil
@@ -23,7 +24,8 @@ import time
 from typing import Any, Dict, List, Mapping, Optional, TextIO, Tuple
 
 from otel_perfmon import environment_variables as ev
-from otel_perfmon.exporters.base import ExportResult
+from otel_perfmon._options import parse_list
+from otel_perfmon.report.ids import iso_utc, new_report_id
 
 #: Extra time (s) granted beyond the export timeout before an exporter counts as hung.
 GRACE_SECONDS = 5.0
@@ -34,13 +36,12 @@ def synthetic_report(report_dir: str, threshold_ms: float = 1000.0, url: Optiona
     """A plausible :class:`~otel_perfmon.report.model.Report` (route ``/otel-perfmon/test-notifiers``)
     whose json/html/md files are written to ``report_dir``. Raises OSError on write errors."""
     from otel_perfmon.report.build import host_info
-    from otel_perfmon.report.ids import iso_utc
     from otel_perfmon.report.model import Report
     from otel_perfmon.report.render import write_report_files
 
     now_ns = time.time_ns()
     if report_id is None:
-        report_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(4)
+        report_id = new_report_id(now_ns / 1e9)
     duration_ms = threshold_ms * 1.5
     report = Report(
         report_id=report_id, fingerprint="otel-perfmon-test-notifiers", trace_id=secrets.token_hex(16),
@@ -76,6 +77,8 @@ def _why(exporter: Any, result: Any) -> str:
 def export_all(exporters: List[Any], report: Any, timeout_seconds: float) -> List[Tuple[str, bool, str]]:
     """Export ``report`` through each exporter on its own daemon thread, at most
     ``timeout_seconds`` + 5 s in all; returns ``(label, ok, reason)`` in the given order."""
+    from otel_perfmon.exporters.base import ExportResult
+
     seen: Dict[str, int] = {}
     labels = [_label(e, seen) for e in exporters]
     outcomes: Dict[int, Tuple[bool, str]] = {}
@@ -102,13 +105,12 @@ def export_all(exporters: List[Any], report: Any, timeout_seconds: float) -> Lis
 
 
 def run_test_notifiers(environ: Optional[Mapping[str, str]] = None, stdout: Optional[TextIO] = None,
-                   stderr: Optional[TextIO] = None) -> int:
+                       stderr: Optional[TextIO] = None) -> int:
     """Run the check with ``environ`` (default ``os.environ``); prints to ``stdout``/``stderr``.
 
     Returns the exit status (0 all ok, 1 a failure, 2 nothing configured or invalid config).
     Blocks for at most the export timeout + 5 s.
     """
-    from otel_perfmon._options import parse_list as _parse_list
     from otel_perfmon.config import config_from_env
     from otel_perfmon.errors import ConfigurationError
     from otel_perfmon.exporters.registry import build_exporters, validate_exporter_specs
@@ -116,7 +118,7 @@ def run_test_notifiers(environ: Optional[Mapping[str, str]] = None, stdout: Opti
     environ = os.environ if environ is None else environ
     stdout = sys.stdout if stdout is None else stdout
     stderr = sys.stderr if stderr is None else stderr
-    names = _parse_list(environ.get(ev.OTEL_PERFMON_EXPORTERS, ""))
+    names = parse_list(environ.get(ev.OTEL_PERFMON_EXPORTERS, ""))
     if not names:
         print(f"no exporters configured: set {ev.OTEL_PERFMON_EXPORTERS} (e.g. webhook,slack,email) "
               "and their variables (see README, 'Exporters and notifiers')", file=stderr)
@@ -146,3 +148,17 @@ def run_test_notifiers(environ: Optional[Mapping[str, str]] = None, stdout: Opti
         print(f"{label}: ok" if ok else f"{label}: failed ({reason})", file=stdout)
     stdout.flush()
     return 0 if all(ok for _label_, ok, _reason in results) else 1
+
+
+def add_test_notifiers_command(commands: Any) -> None:
+    """Add ``test-notifiers`` to an ``argparse`` subparsers object (from ``add_subparsers``)."""
+    notifiers = commands.add_parser(
+        "test-notifiers", help="send a synthetic report through the exporters configured by env vars",
+        description="Send a synthetic report through every exporter configured by OTEL_PERFMON_* "
+                    "environment variables; exit 0 when all succeeded, 1 on a failure, 2 when none "
+                    "is configured or the configuration is invalid.")
+    notifiers.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    return run_test_notifiers()
