@@ -160,7 +160,10 @@ class Viewer:
         self.index = index
         self.real_dir = os.path.realpath(settings.report_dir)
         self.templates = jinja2.Environment(
-            loader=jinja2.PackageLoader("otel_perfmon.viewer", "templates"),
+            # "report/..." is the report renderers' template directory (shared profile wording)
+            loader=jinja2.ChoiceLoader([
+                jinja2.PackageLoader("otel_perfmon.viewer", "templates"),
+                jinja2.PrefixLoader({"report": jinja2.PackageLoader("otel_perfmon.report", "templates")})]),
             autoescape=True, trim_blocks=True, lstrip_blocks=True)
         self.templates.filters["when"] = format_time
         self.templates.filters["ms"] = _milliseconds
@@ -271,7 +274,12 @@ class Viewer:
         headers = data.get("headers") if isinstance(data.get("headers"), dict) else {}
         hotspots = [h for h in profile.get("hotspots") or [] if isinstance(h, dict)]
         host = data.get("host") if isinstance(data.get("host"), dict) else {}
+        earlier = [dict(v, trace_url=trace_url(self.settings.trace_url_template,
+                                               {**data, "trace_id": v.get("trace_id"), "span_id": v.get("span_id")}))
+                   for v in (data.get("earlier_versions") if isinstance(data.get("earlier_versions"), list) else [])
+                   if isinstance(v, dict)]
         return self._render(request, "report.html", report_id=report_id, data=data, http=http, profile=profile,
+                            summary=_profile_summary(profile), earlier_versions=earlier,
                             headers=headers, hotspots=hotspots, host=host,
                             entry=self.index.dedup_entry(report_id),
                             trace_url=trace_url(self.settings.trace_url_template, data),
@@ -379,6 +387,27 @@ class Viewer:
     async def stylesheet(self, request: Request) -> Response:
         return Response(_stylesheet(), media_type="text/css", headers={
             "X-Content-Type-Options": "nosniff", "Cache-Control": "max-age=3600"})
+
+
+def _real(value: Any) -> Optional[float]:
+    """``value`` as a finite float, or ``None`` (bools, strings and NaN are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _profile_summary(profile: Dict[str, Any]) -> Dict[str, Any]:
+    """The report JSON's ``profile`` object reduced to what the page shows, each field
+    ``None`` when missing or malformed: ``mode`` (str), ``coverage`` (0..1), ``sample_count``
+    (int >= 0), ``interval_seconds`` (> 0)."""
+    mode = profile.get("mode")
+    coverage = _real(profile.get("coverage"))
+    count = profile.get("sample_count")
+    interval = _real(profile.get("interval_seconds"))
+    return {"mode": mode if isinstance(mode, str) and mode else None,
+            "coverage": coverage if coverage is not None and 0.0 <= coverage <= 1.0 else None,
+            "sample_count": count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None,
+            "interval_seconds": interval if interval is not None and interval > 0 else None}
 
 
 def _milliseconds(value: Any) -> str:

@@ -169,7 +169,7 @@ class ReportSummary:
             span_id=_text(data.get("span_id")),
             start_time=_text(data.get("start_time")),
             start_ts=start_ts if start_ts is not None else mtime,
-            mode=_text(profile.get("mode")),
+            mode=profile.get("mode") if isinstance(profile.get("mode"), str) else "",
             coverage=_fraction(coverage),
         )
 
