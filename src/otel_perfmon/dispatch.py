@@ -17,7 +17,6 @@ import time
 from typing import Any, Callable, List, Optional
 
 from otel_perfmon._fork import reset_after_fork
-
 from otel_perfmon.exporters.base import ExportResult
 from otel_perfmon.stats import Stats, log_once
 
@@ -48,7 +47,7 @@ class BackgroundQueue:
 
     def _reset(self) -> None:
         # also the fork hook: the parent's thread does not exist in the child.
-        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=self._maxsize)
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=self._maxsize)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._pending = 0
@@ -146,10 +145,15 @@ class Dispatcher:
             BackgroundQueue(
                 f"otel-perfmon-export-{getattr(exporter, 'name', type(exporter).__name__)}",
                 self._handler(exporter), queue_size,
-                on_drop=lambda _item, e=exporter: self._failed(e, "queue full or closed", None),
-                on_error=lambda exc, e=exporter: self._failed(e, "raised", exc))
+                on_drop=self._drop_callback(exporter), on_error=self._error_callback(exporter))
             for exporter in self.exporters
         ]
+
+    def _drop_callback(self, exporter: Any) -> Callable[[Any], None]:
+        return lambda _item: self._failed(exporter, "queue full or closed", None)
+
+    def _error_callback(self, exporter: Any) -> Callable[[BaseException], None]:
+        return lambda exc: self._failed(exporter, "raised", exc)
 
     def _name(self, exporter: Any) -> str:
         return getattr(exporter, "name", None) or type(exporter).__name__

@@ -77,13 +77,14 @@ class PerfmonInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             from otel_perfmon.api import configure_perfmon
 
             tracer_provider = kwargs.get("tracer_provider")
-            type(self).handle = configure_perfmon(tracer_provider=tracer_provider)
+            handle = configure_perfmon(tracer_provider=tracer_provider)
+            type(self).handle = handle
             # atexit runs last-registered first: this flush runs before the configurator's
             # LoggerProvider / MeterProvider shut down, so reports still queued at exit
             # reach the app's pipelines (the otlp exporter) instead of a closed provider.
             atexit.register(_flush_at_exit)
             _logger.debug("otel-perfmon: configured by opentelemetry-instrument (%s)",
-                          type(self).handle.config)
+                          handle.config)
         except Exception:  # never into the launcher: it would abort the other instrumentors
             _logger.exception("otel-perfmon: zero-code set-up failed; profiling is off")
 

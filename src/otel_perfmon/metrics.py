@@ -58,7 +58,7 @@ _DESCRIPTIONS = {
 PROFILED_FRACTION = "perfmon.profiled_fraction"
 
 _lock = threading.Lock()
-_stats: "weakref.WeakSet[Stats]" = weakref.WeakSet()
+_stats: weakref.WeakSet[Stats] = weakref.WeakSet()
 _histogram: Any = None
 _installed = False
 
@@ -68,7 +68,7 @@ def metric_names() -> List[str]:
     return [PREFIX + key for key in STAT_KEYS] + [PROFILED_FRACTION, SLOW_SPAN_DURATION]
 
 
-def _total(key: str) -> int:
+def _total(key: str) -> float:
     # _lock is held across the snapshots so that a fork (gunicorn) never happens while this
     # reader thread holds a Stats lock: the child would inherit it locked, and its request
     # path (Stats.incr) would block forever. See _before_fork.

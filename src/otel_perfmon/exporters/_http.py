@@ -84,7 +84,7 @@ class RetryPolicy:
         self._closed.set()
 
     def _delay(self, retry: int, error: ExportError) -> float:
-        delay = min(MAX_BACKOFF_SECONDS, self.backoff_seconds * (2 ** retry))
+        delay = min(MAX_BACKOFF_SECONDS, self.backoff_seconds * (2.0 ** retry))
         delay *= random.uniform(0.5, 1.0)
         if error.retry_after_seconds is not None:
             delay = max(delay, error.retry_after_seconds)

@@ -197,7 +197,7 @@ Top hotspots:
 {% for h in f.hotspots %}  {{ "%8.1f"|format(h.self_ms) }} ms {{ "%5.1f"|format(h.percent) }}%  {{ h.function }} ({{ h.where }})
 {% endfor %}{% endif %}{% if attached %}
 Attached: {{ f.report_id }}.zip ({{ f.report_id }}.html: interactive call tree, {{ f.report_id }}.md).
-{% endif %}"""
+{% endif %}"""  # noqa: E501
 
 _HTML = """<!doctype html>
 <html><body style="font-family: sans-serif">
@@ -216,7 +216,7 @@ _HTML = """<!doctype html>
 {% endfor %}</table>{% endif %}
 {% if attached %}<p>Attached: <code>{{ f.report_id }}.zip</code> with the interactive call tree (<code>{{ f.report_id }}.html</code>) and <code>{{ f.report_id }}.md</code>.</p>{% endif %}
 </body></html>
-"""
+"""  # noqa: E501
 
 _TEMPLATES: Dict[str, jinja2.Template] = {}
 

@@ -65,7 +65,7 @@ class AppriseExporter(NotifierExporter):
                     setattr(service, attr, self.timeout_seconds)
 
     @classmethod
-    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "AppriseExporter":
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> AppriseExporter:
         """Build from ``OTEL_PERFMON_APPRISE_URLS``; raises ConfigurationError when missing."""
         environ = os.environ if environ is None else environ
         return cls(urls=_common.env_str(environ, ev.OTEL_PERFMON_APPRISE_URLS),

@@ -92,7 +92,7 @@ class EmailExporter(NotifierExporter):
         self._retry = RetryPolicy(self.timeout_seconds, self.max_retries, self.backoff_seconds)
 
     @classmethod
-    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "EmailExporter":
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> EmailExporter:
         """Build from ``OTEL_PERFMON_SMTP_*`` / ``OTEL_PERFMON_EMAIL_SUBJECT_PREFIX``.
 
         Raises ConfigurationError when host, sender or recipients are missing; invalid
@@ -162,7 +162,8 @@ class EmailExporter(NotifierExporter):
         except smtplib.SMTPNotSupportedError as exc:
             raise ExportError(f"SMTP server {where}: {exc}") from None
         except smtplib.SMTPResponseException as exc:
-            text = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+            error = exc.smtp_error
+            text = error.decode("utf-8", "replace") if isinstance(error, bytes) else str(error)
             raise ExportError(f"SMTP {exc.smtp_code} from {where}: {_message.one_line(text, 200)}",
                               transient=400 <= exc.smtp_code < 500) from None
         except (smtplib.SMTPServerDisconnected, ConnectionError, socket.gaierror) as exc:

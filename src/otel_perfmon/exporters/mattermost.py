@@ -94,7 +94,7 @@ class MattermostExporter(NotifierExporter):
         self._client = HttpClient(self.timeout_seconds, self.max_retries, self.backoff_seconds, verify=verify)
 
     @classmethod
-    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "MattermostExporter":
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> MattermostExporter:
         """Build from ``OTEL_PERFMON_MATTERMOST_*``; raises ConfigurationError when the webhook
         URL (or, with a bot token, the channel id) is missing."""
         environ = os.environ if environ is None else environ

@@ -45,7 +45,7 @@ import inspect
 import logging
 import threading
 import time
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, cast
 
 from otel_perfmon import attributes as attr
 from otel_perfmon.exporters.base import ExportResult, ReportExporter
@@ -189,7 +189,8 @@ class OtlpReportExporter(ReportExporter):
                 exporter = _RecordingExporter(OTLPLogExporter(**kwargs))
                 provider = LoggerProvider(resource=self._resource(report), shutdown_on_exit=False)
                 # synchronous: we already run on our own exporter thread, and the result is honest.
-                provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+                # cast: a duck-typed LogRecordExporter (the SDK's base class was renamed across releases).
+                provider.add_log_record_processor(SimpleLogRecordProcessor(cast(Any, exporter)))
                 self._own_provider, self._own_exporter = provider, exporter
             return self._own_provider
 
@@ -234,7 +235,8 @@ class OtlpReportExporter(ReportExporter):
                 trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))
             context = trace.set_span_in_context(trace.NonRecordingSpan(span_context))
             duration = f"{float(report.duration_ms):.1f} ms > {float(report.threshold_ms):.1f} ms"
-            body = f"slow {report.method or ''} {report.route}: {duration}, report {report.report_id}".replace("  ", " ")
+            body = f"slow {report.method or ''} {report.route}: {duration}, report {report.report_id}"
+            body = body.replace("  ", " ")
             self._logger_for(provider).emit(
                 timestamp=time.time_ns(), context=context, severity_number=SeverityNumber.WARN,
                 severity_text="WARN", body=body, attributes=report_attributes(report, self._max_hotspots),

@@ -46,7 +46,7 @@ class SlackExporter(NotifierExporter):
         self._client = HttpClient(self.timeout_seconds, self.max_retries, self.backoff_seconds, verify=verify)
 
     @classmethod
-    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "SlackExporter":
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> SlackExporter:
         """Build from ``OTEL_PERFMON_SLACK_WEBHOOK_URL``; raises ConfigurationError when missing."""
         environ = os.environ if environ is None else environ
         return cls(webhook_url=_common.env_str(environ, ev.OTEL_PERFMON_SLACK_WEBHOOK_URL),

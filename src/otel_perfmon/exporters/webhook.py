@@ -71,7 +71,7 @@ class WebhookExporter(NotifierExporter):
         self._client = HttpClient(self.timeout_seconds, self.max_retries, self.backoff_seconds, verify=verify)
 
     @classmethod
-    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "WebhookExporter":
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> WebhookExporter:
         """Build from ``OTEL_PERFMON_WEBHOOK_*`` (and the export timeout) variables.
 
         Raises ConfigurationError when ``OTEL_PERFMON_WEBHOOK_URL`` is missing or invalid.
