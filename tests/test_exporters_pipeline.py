@@ -21,7 +21,8 @@ def test_one_message_per_fingerprint(tmp_path):
             assert client.get("/slow").status_code == 200
             assert client.get("/slow").status_code == 200
             assert client.get("/fast").status_code == 200
-            wait_until(lambda: perfmon.stats()["reports_deduplicated"] == 1, 10, message="second slow span deduplicated")
+            wait_until(lambda: perfmon.stats()["reports_deduplicated"] == 1, 10,
+                       message="second slow span deduplicated")
             assert perfmon.force_flush(timeout_seconds=10)
             stats = perfmon.stats()
             [hook_request] = hook.received()

@@ -10,11 +10,11 @@ import time
 
 import pytest
 
+from conftest import free_port
 from notify_support import HANG, RecordingServer, make_report
 from otel_perfmon import ConfigurationError, ExportResult
 from otel_perfmon.exporters.registry import build_exporters, validate_exporter_specs
 from otel_perfmon.exporters.webhook import WebhookExporter
-from conftest import free_port
 
 
 def test_payload_shape_headers_and_signature_verifies(tmp_path):
@@ -163,8 +163,9 @@ def test_invalid_configuration_names_exporter_and_field(spec, env, field):
 
 
 def test_unknown_type_raises_at_configuration_time(tmp_path):
-    from otel_perfmon import configure_perfmon
     from opentelemetry.sdk.trace import TracerProvider
+
+    from otel_perfmon import configure_perfmon
 
     with pytest.raises(ConfigurationError, match="nosuchexporter"):
         configure_perfmon(tracer_provider=TracerProvider(), report_dir=str(tmp_path), dedup_store="memory",

@@ -12,7 +12,6 @@ import os
 import re
 import stat
 import time
-
 from urllib.parse import urlencode
 
 import jsonschema

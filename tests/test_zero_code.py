@@ -67,7 +67,7 @@ def check_linked(receiver, workdir, service, slow_paths, fast_paths, route_of):
     by_id = {r["report_id"]: r for r in reports}
     assert len(by_id) == len(slow_paths)
     for path in slow_paths:
-        spans = wait_until(lambda: spans_for(receiver, path), 20, message=f"the span of {path}")
+        spans = wait_until(lambda path=path: spans_for(receiver, path), 20, message=f"the span of {path}")
         assert len(spans) == 1
         span = spans[0]
         attributes = span["attributes"]
@@ -84,7 +84,7 @@ def check_linked(receiver, workdir, service, slow_paths, fast_paths, route_of):
         assert report["threshold_ms"] == THRESHOLD * 1000
         assert span["resource"]["service.name"] == service == report["service_name"]
     for path in fast_paths:
-        spans = wait_until(lambda: spans_for(receiver, path), 20, message=f"the span of {path}")
+        spans = wait_until(lambda path=path: spans_for(receiver, path), 20, message=f"the span of {path}")
         for span in spans:
             assert not set(attr.ALL) & set(span["attributes"]), span["attributes"]
     # the otlp exporter: one perfmon.report event per report, on the slow span's trace and span ids
@@ -138,7 +138,8 @@ def test_flask_under_gunicorn_default_semconv(workdir):
     slow = spans_for(receiver, "/slow")[0]["attributes"]
     assert slow["http.method"] == "GET" and "http.request.method" not in slow  # old conventions
     assert slow[attr.PERFMON_REPORT_URL] == f"https://perf.example.com/r/{slow[attr.PERFMON_REPORT_ID]}"
-    event = next(e for e in receiver.logs() if e["attributes"].get(attr.PERFMON_REPORT_ID) == slow[attr.PERFMON_REPORT_ID])
+    event = next(e for e in receiver.logs()
+                 if e["attributes"].get(attr.PERFMON_REPORT_ID) == slow[attr.PERFMON_REPORT_ID])
     assert event["attributes"][attr.PERFMON_REPORT_URL] == slow[attr.PERFMON_REPORT_URL]
     assert by_id[slow[attr.PERFMON_REPORT_ID]]["http"]["query"] == ""
     assert next(r for r in by_id.values() if r["http"]["path"] == "/items/7")["http"]["query"] == "q=shoes"
