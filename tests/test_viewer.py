@@ -372,6 +372,26 @@ def test_serve_defaults_bind_loopback(monkeypatch):
     assert build_parser().parse_args(["list"]).command == "list"
 
 
+def test_serve_options_one_rule_each(monkeypatch, capsys):
+    import otel_perfmon.viewer.server as server_module
+    from otel_perfmon.cli import build_parser
+
+    for name in ("OTEL_PERFMON_VIEWER_HOST", "OTEL_PERFMON_VIEWER_PORT", "OTEL_PERFMON_VIEWER_AUTH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    args = build_parser().parse_args(["serve"])
+    assert (args.host, args.port) == (server_module.DEFAULT_HOST, server_module.DEFAULT_PORT)
+    assert build_parser().parse_args(["serve", "--port", "9001"]).port == 9001
+    for bad in ("0", "65536", "http"):
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser().parse_args(["serve", "--port", bad])
+        assert exit_info.value.code == 2 and "port" in capsys.readouterr().err
+        monkeypatch.setenv("OTEL_PERFMON_VIEWER_PORT", bad)  # the same rule for the variable: default
+        assert build_parser().parse_args(["serve"]).port == server_module.DEFAULT_PORT
+    monkeypatch.setenv("OTEL_PERFMON_VIEWER_AUTH_TOKEN", "  ")
+    assert build_parser().parse_args(["serve"]).auth_token is None
+    assert build_parser().parse_args(["serve", "--auth-token", " t "]).auth_token == "t"
+
+
 def test_trace_url_template_validation():
     from otel_perfmon.viewer.app import trace_url, validate_trace_url_template
 

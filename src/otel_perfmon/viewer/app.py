@@ -41,6 +41,7 @@ from starlette.requests import Request
 from starlette.responses import (HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response)
 from starlette.routing import Route
 
+from otel_perfmon._options import parse_int
 from otel_perfmon.report.ids import is_valid_report_id
 from otel_perfmon.report.render import CONTENT_SECURITY_POLICY as REPORT_FILE_CSP
 from otel_perfmon.viewer import auth
@@ -128,7 +129,7 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     if not raw:
         return default
     try:
-        return min(max(int(raw), low), high)
+        return min(max(parse_int(raw), low), high)
     except ValueError:
         raise BadRequest(f"{name} must be an integer, got {raw[:20]!r}") from None
 
