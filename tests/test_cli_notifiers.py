@@ -99,9 +99,8 @@ def test_list_missing_report_dir_is_an_error(tmp_path):
 
 
 def test_list_shows_service_mode_coverage_and_count(tmp_path):
-    from viewer_reports import make_report, write
-
     from otel_perfmon.dedup.sqlite import SqliteDedupStore
+    from viewer_reports import make_report, write
 
     report_dir = str(tmp_path / "reports")
     start = 1_795_000_000.0

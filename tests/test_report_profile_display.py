@@ -11,9 +11,9 @@ from html.parser import HTMLParser
 from typing import Dict, List, Optional
 
 import pytest
-from viewer_reports import make_report, write
 
 from otel_perfmon.report.render import HtmlRenderer, MarkdownRenderer
+from viewer_reports import make_report, write
 
 START = 1_795_000_000.0
 EARLIER = [{"trace_id": "ab" * 16, "span_id": "cd" * 8, "duration_ms": 5123.25, "mode": "in_flight",

@@ -17,9 +17,8 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
 from conftest import BIN, ROOT, free_port, http_get, run_server, wait_until  # noqa: E402
-from viewer_reports import make_report, write  # noqa: E402
-
 from otel_perfmon.dedup.sqlite import SqliteDedupStore  # noqa: E402
+from viewer_reports import make_report, write  # noqa: E402
 
 TOKEN = "s3cret-viewer-token"
 EVIL = "<script>alert(1)</script>"
@@ -158,7 +157,8 @@ def test_api_date_range(server, dataset):
     assert expected and {r["report_id"] for r in in_day} == expected
     since_iso = dataset["reports"][20].start_time
     later = api(server, "/api/reports", since=since_iso, per_page=100)["reports"]
-    assert {r["report_id"] for r in later} == {r.report_id for r in dataset["reports"][20:]} | {dataset["evil"].report_id}
+    expected_later = {r.report_id for r in dataset["reports"][20:]} | {dataset["evil"].report_id}
+    assert {r["report_id"] for r in later} == expected_later
     assert http_get(server.url("/api/reports?since=yesterday"))[0] == 400
 
 
@@ -208,8 +208,9 @@ def test_report_page(server, dataset):
     status, headers, body = request(server, "GET", f"/reports/{report.report_id}")
     assert status == 200
     page = body.decode()
+    hotspot = report.hotspots[0]["function"].replace("<", "&lt;").replace(">", "&gt;")
     for text in (report.report_id, report.trace_id, report.span_id, "/items/&lt;int:item_id&gt;", "x-request-id",
-                 report.headers["x-request-id"], "[REDACTED]", "Hotspots", report.hotspots[0]["function"].replace("<", "&lt;").replace(">", "&gt;")):
+                 report.headers["x-request-id"], "[REDACTED]", "Hotspots", hotspot):
         assert text in page, text
     assert f'href="http://jaeger.example:16686/trace/{report.trace_id}?uiFind={report.span_id}"' in page
     assert f'src="/reports/{report.report_id}/tree"' in page and 'sandbox="allow-scripts' in page
@@ -319,7 +320,8 @@ def test_auth_required_everywhere(auth_server, dataset):
         assert rid.encode() not in body
     status, headers, _ = request(auth_server, "GET", f"/reports/{rid}?x=1", {"Accept": "text/html"})
     assert status == 303
-    assert headers["location"] == "/login?next=" + f"/reports/{rid}?x=1".replace("/", "%2F").replace("?", "%3F").replace("=", "%3D")
+    quoted = f"/reports/{rid}?x=1".replace("/", "%2F").replace("?", "%3F").replace("=", "%3D")
+    assert headers["location"] == "/login?next=" + quoted
     assert request(auth_server, "GET", "/healthz")[0] == 200
 
 
@@ -328,7 +330,8 @@ def test_bearer_token(auth_server, dataset):
     assert ok[0] == 200 and json.loads(ok[2])["total"] >= 25
     assert request(auth_server, "GET", "/api/reports", {"Authorization": f"Bearer {TOKEN}x"})[0] == 401
     assert request(auth_server, "GET", "/api/reports", {"Authorization": f"Basic {TOKEN}"})[0] == 401
-    page = request(auth_server, "GET", f"/reports/{dataset['reports'][0].report_id}", {"Authorization": f"Bearer {TOKEN}"})
+    page = request(auth_server, "GET", f"/reports/{dataset['reports'][0].report_id}",
+                   {"Authorization": f"Bearer {TOKEN}"})
     assert page[0] == 200 and b"Log out" in page[2]
 
 

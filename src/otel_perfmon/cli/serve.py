@@ -38,8 +38,8 @@ def add_serve_command(commands: Any, config: Optional[Any] = None) -> None:
                        help=f"port (default: ${ev.OTEL_PERFMON_VIEWER_PORT} or {DEFAULT_PORT})")
     serve.add_argument("--auth-token", type=arg_type(parse_optional_str, "auth token"),
                        default=env_default(ev.OTEL_PERFMON_VIEWER_AUTH_TOKEN, parse_optional_str, None),
-                       help=f"require this token (Bearer header or login form); prefer ${ev.OTEL_PERFMON_VIEWER_AUTH_TOKEN}, "
-                            "which stays out of the process list")
+                       help="require this token (Bearer header or login form); prefer "
+                            f"${ev.OTEL_PERFMON_VIEWER_AUTH_TOKEN}, which stays out of the process list")
     serve.add_argument("--trace-url-template", type=arg_type(parse_optional_str, "trace URL template"),
                        default=env_default(ev.OTEL_PERFMON_VIEWER_TRACE_URL_TEMPLATE, parse_optional_str, None),
                        help="link to the trace, with {trace_id} (also {span_id}, {report_id}, {service_name}), "

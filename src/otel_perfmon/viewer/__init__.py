@@ -55,7 +55,8 @@ def create_app(report_dir: str, auth_token: Optional[str] = None, trace_url_temp
     try:
         from otel_perfmon.viewer.app import create_app as _create_app
     except ImportError as exc:
-        raise ImportError(f"the report viewer needs the viewer extra: pip install 'otel-perfmon[viewer]' ({exc})") from exc
+        raise ImportError(
+            f"the report viewer needs the viewer extra: pip install 'otel-perfmon[viewer]' ({exc})") from exc
     return _create_app(report_dir, auth_token=auth_token, trace_url_template=trace_url_template,
                        dedup_store=dedup_store, refresh_interval_seconds=refresh_interval_seconds, title=title)
 
@@ -71,7 +72,8 @@ def create_wsgi_app(report_dir: str, **options: Any) -> Any:
     try:
         from a2wsgi import ASGIMiddleware
     except ImportError as exc:
-        raise ImportError(f"the WSGI viewer needs the viewer extra: pip install 'otel-perfmon[viewer]' ({exc})") from exc
+        raise ImportError(
+            f"the WSGI viewer needs the viewer extra: pip install 'otel-perfmon[viewer]' ({exc})") from exc
     return ASGIMiddleware(create_app(report_dir, **options))
 
 

@@ -38,15 +38,22 @@ import jinja2
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import (HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response)
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from otel_perfmon._options import parse_int
 from otel_perfmon.report.ids import is_valid_report_id
 from otel_perfmon.report.render import CONTENT_SECURITY_POLICY as REPORT_FILE_CSP
 from otel_perfmon.viewer import auth
-from otel_perfmon.viewer.index import (ReportFilter, ReportIndex, ReportSummary, dedup_reader, format_time,
-                                       parse_time)
+from otel_perfmon.viewer.index import (
+    ReportFilter,
+    ReportIndex,
+    ReportSummary,
+    dedup_reader,
+    format_time,
+    json_object,
+    parse_time,
+)
 
 DEFAULT_PER_PAGE = 50
 MAX_PER_PAGE = 500
@@ -171,7 +178,7 @@ class Viewer:
 
     # --- helpers ------------------------------------------------------------------------
     def _render(self, request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        root = request.scope.get("root_path", "").rstrip("/")
+        root: str = request.scope.get("root_path", "").rstrip("/")
 
         def url(path: str, **params: Any) -> str:
             query = urlencode([(k, v) for k, v in params.items() if v not in (None, "")])
@@ -270,15 +277,16 @@ class Viewer:
         if data is None:
             return self._not_found(request)
         self.index.get(report_id)  # a report newer than the listing: rescan now, so the list shows it
-        http = data.get("http") if isinstance(data.get("http"), dict) else {}
-        profile = data.get("profile") if isinstance(data.get("profile"), dict) else {}
-        headers = data.get("headers") if isinstance(data.get("headers"), dict) else {}
-        hotspots = [h for h in profile.get("hotspots") or [] if isinstance(h, dict)]
-        host = data.get("host") if isinstance(data.get("host"), dict) else {}
+        http = json_object(data.get("http"))
+        profile = json_object(data.get("profile"))
+        headers = json_object(data.get("headers"))
+        raw_hotspots = profile.get("hotspots")
+        hotspots = [h for h in raw_hotspots if isinstance(h, dict)] if isinstance(raw_hotspots, list) else []
+        host = json_object(data.get("host"))
+        versions = data.get("earlier_versions")
         earlier = [dict(v, trace_url=trace_url(self.settings.trace_url_template,
                                                {**data, "trace_id": v.get("trace_id"), "span_id": v.get("span_id")}))
-                   for v in (data.get("earlier_versions") if isinstance(data.get("earlier_versions"), list) else [])
-                   if isinstance(v, dict)]
+                   for v in (versions if isinstance(versions, list) else []) if isinstance(v, dict)]
         return self._render(request, "report.html", report_id=report_id, data=data, http=http, profile=profile,
                             summary=_profile_summary(profile), earlier_versions=earlier,
                             headers=headers, hotspots=hotspots, host=host,

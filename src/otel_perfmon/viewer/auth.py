@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from http.cookies import SimpleCookie
-from typing import Any, Awaitable, Callable, Dict, Optional
+from typing import Any, Awaitable, Callable, Dict, Mapping, Optional
 from urllib.parse import quote
 
 COOKIE_NAME = "otel_perfmon_viewer"
@@ -39,7 +39,7 @@ def token_matches(candidate: Optional[str], token: str) -> bool:
     return hmac.compare_digest(candidate.encode("utf-8", "surrogateescape"), token.encode("utf-8"))
 
 
-def route_path(scope: Scope) -> str:
+def route_path(scope: Mapping[str, Any]) -> str:
     """The request path below the mount point (``root_path`` removed when present)."""
     path = scope.get("path", "")
     root = scope.get("root_path", "")

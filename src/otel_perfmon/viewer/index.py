@@ -25,9 +25,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from otel_perfmon.dedup.base import DedupEntry
+from otel_perfmon.dedup.base import DedupEntry, DedupStore
 from otel_perfmon.report.ids import is_valid_report_id
 
 _logger = logging.getLogger(__name__)
@@ -83,6 +83,11 @@ def _number(value: Any) -> float:
     return number if number == number else 0.0  # NaN sorts badly
 
 
+def json_object(value: Any) -> Dict[str, Any]:
+    """``value`` if it is a JSON object (dict), else ``{}``: malformed reports still load."""
+    return value if isinstance(value, dict) else {}
+
+
 def _fraction(value: Any) -> Optional[float]:
     """A number in 0..1 as float; ``None`` for anything else (missing, bool, NaN, out of range)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -106,7 +111,7 @@ def dedup_reader(spec: Optional[str], report_dir: str) -> Optional[Callable[[], 
         from otel_perfmon.dedup.sqlite import FILE_NAME
 
         path = os.path.join(report_dir, FILE_NAME)
-        opened: List[Any] = []
+        opened: List[DedupStore] = []
 
         def read() -> Iterable[DedupEntry]:
             if not opened:
@@ -147,10 +152,11 @@ class ReportSummary:
     coverage: Optional[float] = None
 
     @classmethod
-    def from_json(cls, data: Dict[str, Any], report_id: str, mtime: float) -> "ReportSummary":
+    def from_json(cls, data: Dict[str, Any], report_id: str, mtime: float) -> ReportSummary:
         """Build from a parsed report JSON; missing or mistyped fields become empty values."""
-        http = data.get("http") if isinstance(data.get("http"), dict) else {}
-        profile = data.get("profile") if isinstance(data.get("profile"), dict) else {}
+        http = json_object(data.get("http"))
+        profile = json_object(data.get("profile"))
+        mode = profile.get("mode")
         status = http.get("status_code")
         start_ts = parse_time(data.get("start_time"))
         coverage = profile.get("coverage")
@@ -169,7 +175,7 @@ class ReportSummary:
             span_id=_text(data.get("span_id")),
             start_time=_text(data.get("start_time")),
             start_ts=start_ts if start_ts is not None else mtime,
-            mode=profile.get("mode") if isinstance(profile.get("mode"), str) else "",
+            mode=mode if isinstance(mode, str) else "",
             coverage=_fraction(coverage),
         )
 
@@ -255,13 +261,15 @@ class _Snapshot:
         if "slowest" not in self.cache:
             self.cache["slowest"] = tuple(sorted(self.newest_first, key=lambda r: (r.duration_ms, r.start_ts),
                                                  reverse=True))
-        return self.cache["slowest"]
+        slowest: Tuple[ReportSummary, ...] = self.cache["slowest"]
+        return slowest
 
     def facet(self, name: str) -> List[str]:
         """Sorted distinct values of ``service_name``, ``method`` or ``route``."""
         if name not in self.cache:
             self.cache[name] = sorted({getattr(r, name) for r in self.newest_first} - {""})
-        return self.cache[name]
+        values: List[str] = self.cache[name]
+        return values
 
 
 class ReportIndex:
@@ -287,7 +295,7 @@ class ReportIndex:
         self._last_refresh = float("-inf")
         self._last_full_scan = float("-inf")
         self._dir_mtime_ns: Optional[int] = None
-        self._warned: set = set()
+        self._warned: Set[str] = set()
         self.last_scan_seconds = 0.0
 
     # --- refresh -----------------------------------------------------------------------
