@@ -6,8 +6,14 @@ from __future__ import annotations
 import pytest
 
 from otel_perfmon.config import DEFAULT_CAPTURE_HEADERS, DEFAULT_REDACT_HEADERS, REDACTED, compile_url_patterns
-from otel_perfmon.report.capture import (MAX_HEADER_VALUE_CHARS, UrlFilter, headers_from_attributes, http_info,
-                                         redact_query, select_headers)
+from otel_perfmon.report.capture import (
+    MAX_HEADER_VALUE_CHARS,
+    UrlFilter,
+    headers_from_attributes,
+    http_info,
+    redact_query,
+    select_headers,
+)
 
 CAPTURE = frozenset(h.lower() for h in DEFAULT_CAPTURE_HEADERS)
 REDACT = frozenset(h.lower() for h in DEFAULT_REDACT_HEADERS)

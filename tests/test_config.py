@@ -11,8 +11,13 @@ import pytest
 
 from otel_perfmon import ConfigurationError, PerfmonConfig
 from otel_perfmon import environment_variables as ev
-from otel_perfmon.config import (DEFAULT_CAPTURE_HEADERS, DEFAULT_REDACT_HEADERS, compile_url_patterns,
-                                 config_from_env, resolve_config)
+from otel_perfmon.config import (
+    DEFAULT_CAPTURE_HEADERS,
+    DEFAULT_REDACT_HEADERS,
+    compile_url_patterns,
+    config_from_env,
+    resolve_config,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -170,7 +175,8 @@ def test_valid_values_are_accepted_and_normalised(tmp_path):
     resolved = resolve_config(overrides=dict(
         enabled=False, threshold_seconds=2, dedup_window_seconds=0, report_dir=pathlib.Path(tmp_path),
         dedup_store="redis://127.0.0.1:6379/0", include_urls="/api/*, re:^/v[0-9]+/", exclude_urls=("/health",),
-        capture_headers=["X-Request-ID"], redact_headers=["X-Internal"], exporters=["console", {"type": "console"}, exporter],
+        capture_headers=["X-Request-ID"], redact_headers=["X-Internal"],
+        exporters=["console", {"type": "console"}, exporter],
         report_url_template="https://perf.example.com/r/{report_id}", profile_interval_seconds=0.005,
         profile_policy=policy, queue_size=5, export_timeout_seconds=1,
     ), environ={})

@@ -7,10 +7,8 @@ import os
 import threading
 
 import jsonschema
-import pytest
 
-from conftest import (free_port, gunicorn_argv, http_get, read_reports, read_spans, run_server,
-                      wait_until)
+from conftest import free_port, gunicorn_argv, http_get, read_reports, read_spans, run_server, wait_until
 
 SCHEMA = json.load(open(os.path.join(os.path.dirname(__file__), "..", "src", "otel_perfmon", "report",
                                      "schema.json"), encoding="utf-8"))
@@ -132,7 +130,8 @@ def test_dedup_across_workers_and_restart(workdir):
     assert len(item_spans) == len(paths)
     assert {s["attributes"].get("perfmon.report.id") for s in item_spans} == {report_id}
     # sync workers serve one request at a time: several processes raced for the same claim.
-    span_files = [n for n in os.listdir(workdir["spans"]) if "/items/" in open(os.path.join(workdir["spans"], n)).read()]
+    span_files = [n for n in os.listdir(workdir["spans"])
+                  if "/items/" in open(os.path.join(workdir["spans"], n)).read()]
     assert len(span_files) >= 2, span_files
 
     from otel_perfmon.dedup.sqlite import SqliteDedupStore

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import random
+import threading
 import time
 from types import SimpleNamespace
 
@@ -139,9 +139,23 @@ def test_expired_candidates_are_forgotten():
     assert estimated_profiling_cost(1.0) > estimated_profiling_cost(0.001) > 0
 
 
+def test_without_early_sampling_the_call_tree_starts_at_the_threshold(pipeline):
+    """sampler_early_interval_seconds=0: the sampler looks at a span only once it is slow
+    (the behaviour before whole-span sampling), and the report says so."""
+    perfmon = pipeline["start"](sampler_early_interval_seconds=0)
+    assert pipeline["client"].get(f"/other?s={THRESHOLD * 3}").status_code == 200
+    assert perfmon.force_flush(10)
+    (first,) = pipeline["exporter"].reports
+    report = read_report(pipeline["reports"], first.report_id)
+    assert report["profile"]["mode"] == "after_threshold"
+    assert "busy_python" in report["profile"]["call_tree_text"]
+    assert 0 < report["profile"]["coverage"] < 0.85, report["profile"]
+
+
 def test_bad_policy_settings_raise(pipeline):
     for field, value in (("profile_budget", 2.0), ("profile_explore_rate", -0.1), ("inflight_multiple", 0.5),
-                         ("sampler_interval_seconds", 0), ("profile_policy", "sometimes")):
+                         ("sampler_interval_seconds", 0), ("profile_policy", "sometimes"),
+                         ("sampler_budget", 1.5), ("sampler_early_interval_seconds", -0.01)):
         with pytest.raises(ConfigurationError, match=field):
             pipeline["start"](**{field: value})
 
@@ -155,14 +169,14 @@ def test_default_policy_profiles_candidates_and_samples_the_rest(pipeline):
     assert perfmon.stats()["spans_profiled"] == 0                # fast, never near the threshold
 
     # a first slow request on a route never seen near the threshold: no profiler was running,
-    # the after-threshold sampler gives the call tree.
+    # the stack sampler gives the call tree of the whole span, from its start.
     assert client.get(f"/other?s={THRESHOLD * 3}").status_code == 200
     assert perfmon.force_flush(10)
     (first,) = pipeline["exporter"].reports
     report = read_report(pipeline["reports"], first.report_id)
-    assert report["profile"]["mode"] == "after_threshold"
+    assert report["profile"]["mode"] == "sampled"
     assert "busy_python" in report["profile"]["call_tree_text"]
-    assert 0 < report["profile"]["coverage"] < 1
+    assert report["profile"]["coverage"] >= 0.9, report["profile"]
     assert perfmon.stats()["spans_profiled"] == 0
 
     # two requests near (not over) the threshold make /work a candidate: the next one is profiled.
@@ -224,7 +238,7 @@ def test_in_flight_report_before_the_request_ends(pipeline):
         caller.join(30)
     assert perfmon.force_flush(10)
     final = read_report(pipeline["reports"], report.report_id)
-    assert final["profile"]["mode"] == "after_threshold"        # the same file, now complete
+    assert final["profile"]["mode"] == "sampled"                # the same file, now complete
     assert final["duration_ms"] >= THRESHOLD * 8 * 1000 * 0.95
     assert "stuck_in_a_loop" in final["profile"]["call_tree_text"]
     assert len(pipeline["exporter"].reports) == 1                 # notified once

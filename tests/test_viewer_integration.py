@@ -12,8 +12,18 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("a2wsgi")
 
-from conftest import (BIN, ROOT, free_port, gunicorn_argv, http_get, read_reports, read_spans,  # noqa: E402
-                      run_server, uvicorn_argv, wait_until)
+from conftest import (  # noqa: E402
+    BIN,
+    ROOT,
+    free_port,
+    gunicorn_argv,
+    http_get,
+    read_reports,
+    read_spans,
+    run_server,
+    uvicorn_argv,
+    wait_until,
+)
 from test_viewer import TOKEN, request, serve_argv  # noqa: E402
 from viewer_reports import make_report, write  # noqa: E402
 

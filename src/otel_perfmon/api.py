@@ -15,10 +15,10 @@ from otel_perfmon.processor import PerfmonSpanProcessor
 _logger = logging.getLogger(__name__)
 _lock = threading.RLock()
 #: id(provider) -> (provider, Perfmon); the provider is kept so its id is not reused.
-_by_provider: Dict[int, Tuple[Any, "Perfmon"]] = {}
+_by_provider: Dict[int, Tuple[Any, Perfmon]] = {}
 #: handles waiting for the app to set the global TracerProvider.
-_pending: List["Perfmon"] = []
-_current: Optional["Perfmon"] = None
+_pending: List[Perfmon] = []
+_current: Optional[Perfmon] = None
 
 
 def _is_sdk_provider(provider: Any) -> bool:
@@ -92,7 +92,7 @@ def _install_set_provider_hook() -> None:
 
     set_tracer_provider.__otel_perfmon_hook__ = True  # type: ignore[attr-defined]
     set_tracer_provider.__doc__ = original.__doc__
-    trace.set_tracer_provider = set_tracer_provider  # type: ignore[assignment]
+    trace.set_tracer_provider = set_tracer_provider
 
 
 def _attach_pending() -> None:
@@ -137,7 +137,8 @@ def configure_perfmon(app: Any = None, tracer_provider: Any = None, config: Opti
     resolved = resolve_config(config, overrides)
     if tracer_provider is not None and not _is_sdk_provider(tracer_provider):
         raise ConfigurationError(
-            f"tracer_provider must be an SDK TracerProvider (with add_span_processor), got {type(tracer_provider).__name__}")
+            "tracer_provider must be an SDK TracerProvider (with add_span_processor), "
+            f"got {type(tracer_provider).__name__}")
     with _lock:
         provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
         existing = _by_provider.get(id(provider), (None, None))[1] if _is_sdk_provider(provider) else \

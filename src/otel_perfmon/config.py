@@ -17,9 +17,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Pattern, Sequence, Tuple
 
+from otel_perfmon import _plugins
 from otel_perfmon import environment_variables as ev
 from otel_perfmon._options import parse_bool, parse_float, parse_int, parse_list, parse_lower, parse_optional_str
 from otel_perfmon.errors import ConfigurationError
+from otel_perfmon.exporters.registry import validate_exporter_specs
 from otel_perfmon.redaction import REDACTED, SENSITIVE_NAME_PARTS
 
 _logger = logging.getLogger(__name__)
@@ -139,9 +141,6 @@ def validate(config: PerfmonConfig) -> PerfmonConfig:
 
     Raises :class:`ConfigurationError` naming the first invalid field and its value.
     """
-    from otel_perfmon.exporters.registry import validate_exporter_specs
-    from otel_perfmon.policy import validate_policy
-
     if not isinstance(config.enabled, bool):
         raise ConfigurationError(f"enabled must be a bool, got {config.enabled!r}")
     values: Dict[str, Any] = {"enabled": config.enabled}
@@ -171,11 +170,7 @@ def validate(config: PerfmonConfig) -> PerfmonConfig:
     if not isinstance(config.report_dir, (str, os.PathLike)) or not str(config.report_dir):
         raise ConfigurationError(f"report_dir must be a non-empty path, got {config.report_dir!r}")
     values["report_dir"] = os.fspath(config.report_dir)
-    store = config.dedup_store
-    if not isinstance(store, str) or not (store in ("memory", "sqlite") or store.startswith(("redis://", "rediss://", "unix://"))):
-        raise ConfigurationError(
-            f"dedup_store must be 'memory', 'sqlite' or a redis:// URL, got {store!r}")
-    values["dedup_store"] = store
+    values["dedup_store"] = _dedup_store_spec(config.dedup_store)
     for name in ("include_urls", "exclude_urls"):
         values[name] = _string_list(name, getattr(config, name))
         compile_url_patterns(name, values[name])
@@ -192,8 +187,32 @@ def validate(config: PerfmonConfig) -> PerfmonConfig:
                 f"report_url_template may only use {{report_id}}, got {template!r} ({exc!r})") from None
     values["report_url_template"] = template
     values["exporters"] = validate_exporter_specs(config.exporters)
-    values["profile_policy"] = validate_policy(config.profile_policy)
+    values["profile_policy"] = _policy_spec(config.profile_policy)
     return PerfmonConfig(**values)
+
+
+def _dedup_store_spec(spec: Any) -> str:
+    # a store name (memory, sqlite, an entry point) or a URL whose scheme names it (redis://...)
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigurationError(f"dedup_store must be 'memory', 'sqlite' or a redis:// URL, got {spec!r}")
+    name = spec.partition("://")[0] if "://" in spec else spec
+    try:
+        _plugins.check_name(_plugins.DEDUP_STORES, name)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"dedup_store must be 'memory', 'sqlite' or a redis:// URL, got {spec!r} ({exc})") \
+            from None
+    return spec.strip() if "://" in spec else spec.strip().lower()
+
+
+def _policy_spec(spec: Any) -> Any:
+    # a policy name, or an object with should_profile() and on_span_end()
+    names = _plugins.available(_plugins.PROFILE_POLICIES)
+    if isinstance(spec, str):
+        return _plugins.check_name(_plugins.PROFILE_POLICIES, spec)
+    if _plugins.is_plugin_object(_plugins.PROFILE_POLICIES, spec):
+        return spec
+    raise ConfigurationError(f"profile_policy must be one of {names} or an object with should_profile() "
+                             f"and on_span_end(), got {spec!r}")
 
 
 def config_from_env(environ: Optional[Mapping[str, str]] = None) -> PerfmonConfig:

@@ -19,6 +19,11 @@ STAT_KEYS = (
     "export_failures",       # exporter calls that failed, timed out or were skipped while stuck
     "internal_errors",       # exceptions caught inside otel-perfmon's hooks and threads
     "profiling_seconds_estimate",  # upper-bound estimate of the time profiling cost (s, float)
+    "reports_replaced",      # kept reports rewritten with a better call tree (same id)
+    "sampler_passes",        # passes of the stack sampler thread over the open spans
+    "sampler_samples",       # stack samples it took
+    "sampler_cpu_seconds",   # CPU time the sampler thread used (s, float)
+    "sampler_max_pass_seconds",  # longest stretch one pass held the GIL without a break (s, float)
 )
 
 
@@ -33,7 +38,7 @@ class Stats:
         self._started = itertools.count()
         reset_after_fork(self, "_new_lock")
 
-    def started_counter(self) -> "itertools.count[int]":
+    def started_counter(self) -> itertools.count[int]:
         """The ``spans_started`` counter: call ``next()`` on it once per eligible span."""
         return self._started
 
@@ -44,6 +49,12 @@ class Stats:
     def incr(self, key: str, amount: float = 1) -> None:
         with self._lock:
             self._values[key] = self._values.get(key, 0) + amount
+
+    def set_max(self, key: str, value: float) -> None:
+        """Keep the largest ``value`` seen for ``key``."""
+        with self._lock:
+            if value > self._values.get(key, 0):
+                self._values[key] = value
 
     def snapshot(self) -> Dict[str, float]:
         with self._lock:

@@ -8,9 +8,9 @@ otel-perfmon's background threads only (the watchdog and the worker), never the 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
-from otel_perfmon.dedup.base import Claim, DedupEntry, DedupStore
+from otel_perfmon import _plugins
+from otel_perfmon.dedup.base import Claim, DedupEntry, DedupStore, KeptVersion
 
 
 def fingerprint(service_name: str, method: str, route: str) -> str:
@@ -20,18 +20,12 @@ def fingerprint(service_name: str, method: str, route: str) -> str:
 
 
 def open_store(spec: str, report_dir: str) -> DedupStore:
-    """The store named by the ``dedup_store`` config value. Connections open lazily."""
-    if spec == "memory":
-        from otel_perfmon.dedup.memory import MemoryDedupStore
-
-        return MemoryDedupStore()
-    if spec == "sqlite":
-        from otel_perfmon.dedup.sqlite import SqliteDedupStore
-
-        return SqliteDedupStore.in_report_dir(report_dir)
-    from otel_perfmon.dedup.redis import RedisDedupStore
-
-    return RedisDedupStore(spec)
+    """The store named by the ``dedup_store`` config value: a name (``memory``, ``sqlite``, an
+    ``otel_perfmon.dedup_stores`` entry point) or a URL whose scheme names it (``redis://``).
+    Connections open lazily. Configure time; raises ConfigurationError for an unknown name."""
+    name = spec.partition("://")[0] if "://" in spec else spec
+    store: DedupStore = _plugins.load(_plugins.DEDUP_STORES, name).from_spec(spec, report_dir)
+    return store
 
 
-__all__ = ["Claim", "DedupEntry", "DedupStore", "fingerprint", "open_store"]
+__all__ = ["Claim", "DedupEntry", "DedupStore", "KeptVersion", "fingerprint", "open_store"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
-from otel_perfmon.dedup.base import Claim, DedupEntry, DedupStore
+from otel_perfmon.dedup.base import Claim, Decide, DedupEntry, DedupStore, KeptVersion
 
 
 class MemoryDedupStore(DedupStore):
@@ -39,6 +39,26 @@ class MemoryDedupStore(DedupStore):
             entry = self._entries.get(fingerprint)
             if entry is not None and entry.report_id == report_id:
                 del self._entries[fingerprint]
+
+    def set_kept(self, fingerprint: str, report_id: str, version: KeptVersion) -> None:
+        with self._lock:
+            entry = self._entries.get(fingerprint)
+            if entry is not None and entry.report_id == report_id:
+                self._entries[fingerprint] = dataclasses.replace(
+                    entry, kept_duration_ms=version.duration_ms, kept_mode=version.mode, kept_coverage=version.coverage)
+
+    def replace_kept(self, fingerprint: str, report_id: str, candidate: KeptVersion,
+                     decide: Decide) -> Tuple[bool, bool]:
+        with self._lock:
+            entry = self._entries.get(fingerprint)
+            if entry is None or entry.report_id != report_id:
+                return False, False
+            replace, follow_up = decide(entry.kept, candidate, entry.followed_up)
+            if replace:
+                self._entries[fingerprint] = dataclasses.replace(
+                    entry, kept_duration_ms=candidate.duration_ms, kept_mode=candidate.mode,
+                    kept_coverage=candidate.coverage, followed_up=entry.followed_up or follow_up)
+            return replace, follow_up and replace
 
     def get(self, fingerprint: str) -> Optional[DedupEntry]:
         with self._lock:

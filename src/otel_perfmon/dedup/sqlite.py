@@ -12,11 +12,10 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Iterator, List, Optional
-
 from contextlib import contextmanager
+from typing import Any, Iterator, List, Optional, Tuple
 
-from otel_perfmon.dedup.base import Claim, DedupEntry, DedupStore
+from otel_perfmon.dedup.base import Claim, Decide, DedupEntry, DedupStore, KeptVersion
 
 FILE_NAME = "perfmon-dedup.sqlite3"
 
@@ -28,10 +27,18 @@ CREATE TABLE IF NOT EXISTS fingerprints (
     last_seen REAL NOT NULL,
     count INTEGER NOT NULL DEFAULT 0,
     worst_duration_ms REAL NOT NULL DEFAULT 0,
-    last_trace_id TEXT
+    last_trace_id TEXT,
+    kept_duration_ms REAL NOT NULL DEFAULT 0,
+    kept_mode TEXT NOT NULL DEFAULT '',
+    kept_coverage REAL NOT NULL DEFAULT 0,
+    followed_up INTEGER NOT NULL DEFAULT 0
 )
 """
-_COLUMNS = "fingerprint, report_id, created_at, last_seen, count, worst_duration_ms, last_trace_id"
+#: columns added after the first release, with their definitions (added to older files on open)
+_ADDED_COLUMNS = (("kept_duration_ms", "REAL NOT NULL DEFAULT 0"), ("kept_mode", "TEXT NOT NULL DEFAULT ''"),
+                  ("kept_coverage", "REAL NOT NULL DEFAULT 0"), ("followed_up", "INTEGER NOT NULL DEFAULT 0"))
+_COLUMNS = ("fingerprint, report_id, created_at, last_seen, count, worst_duration_ms, last_trace_id, "
+            "kept_duration_ms, kept_mode, kept_coverage, followed_up")
 
 
 class SqliteDedupStore(DedupStore):
@@ -45,8 +52,13 @@ class SqliteDedupStore(DedupStore):
         self._pid = 0
 
     @classmethod
-    def in_report_dir(cls, report_dir: str) -> "SqliteDedupStore":
+    def in_report_dir(cls, report_dir: str) -> SqliteDedupStore:
         return cls(os.path.join(report_dir, FILE_NAME))
+
+    @classmethod
+    def from_spec(cls, spec: str, report_dir: str) -> SqliteDedupStore:
+        """``dedup_store="sqlite"``: the file ``perfmon-dedup.sqlite3`` in ``report_dir``."""
+        return cls.in_report_dir(report_dir)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
@@ -61,6 +73,10 @@ class SqliteDedupStore(DedupStore):
                     conn.execute("PRAGMA journal_mode=WAL")
                     conn.execute("PRAGMA synchronous=NORMAL")
                     conn.execute(_SCHEMA)
+                    present = {row[1] for row in conn.execute("PRAGMA table_info(fingerprints)")}
+                    for name, definition in _ADDED_COLUMNS:
+                        if name not in present:
+                            conn.execute(f"ALTER TABLE fingerprints ADD COLUMN {name} {definition}")
                     break
                 except sqlite3.OperationalError as exc:
                     if "locked" not in str(exc) or time.monotonic() > deadline:
@@ -89,8 +105,8 @@ class SqliteDedupStore(DedupStore):
             if row is not None and window_seconds > 0 and now - row[1] < window_seconds:
                 return Claim(row[0], False)
             conn.execute(
-                "INSERT OR REPLACE INTO fingerprints (" + _COLUMNS + ") VALUES (?, ?, ?, ?, 0, 0, NULL)",
-                (fingerprint, candidate_id, now, now))
+                "INSERT OR REPLACE INTO fingerprints (fingerprint, report_id, created_at, last_seen) "
+                "VALUES (?, ?, ?, ?)", (fingerprint, candidate_id, now, now))
             return Claim(candidate_id, True)
 
     def record_occurrence(self, fingerprint: str, report_id: str, duration_ms: float,
@@ -107,16 +123,44 @@ class SqliteDedupStore(DedupStore):
             conn.execute("DELETE FROM fingerprints WHERE fingerprint = ? AND report_id = ?",
                          (fingerprint, report_id))
 
+    def set_kept(self, fingerprint: str, report_id: str, version: KeptVersion) -> None:
+        with self._transaction() as conn:
+            conn.execute("UPDATE fingerprints SET kept_duration_ms = ?, kept_mode = ?, kept_coverage = ? "
+                         "WHERE fingerprint = ? AND report_id = ?",
+                         (version.duration_ms, version.mode, version.coverage, fingerprint, report_id))
+
+    def replace_kept(self, fingerprint: str, report_id: str, candidate: KeptVersion,
+                     decide: Decide) -> Tuple[bool, bool]:
+        with self._transaction() as conn:
+            row = conn.execute("SELECT kept_duration_ms, kept_mode, kept_coverage, followed_up FROM fingerprints "
+                               "WHERE fingerprint = ? AND report_id = ?", (fingerprint, report_id)).fetchone()
+            if row is None:
+                return False, False
+            kept = KeptVersion(row[0], row[1], row[2]) if row[1] else None
+            replace, follow_up = decide(kept, candidate, bool(row[3]))
+            if not replace:
+                return False, False
+            conn.execute("UPDATE fingerprints SET kept_duration_ms = ?, kept_mode = ?, kept_coverage = ?, "
+                         "followed_up = MAX(followed_up, ?) WHERE fingerprint = ? AND report_id = ?",
+                         (candidate.duration_ms, candidate.mode, candidate.coverage, int(follow_up),
+                          fingerprint, report_id))
+            return True, follow_up
+
     def get(self, fingerprint: str) -> Optional[DedupEntry]:
         with self._lock:
             row = self._connection().execute(
                 "SELECT " + _COLUMNS + " FROM fingerprints WHERE fingerprint = ?", (fingerprint,)).fetchone()
-        return DedupEntry(*row) if row else None
+        return self._entry(row) if row else None
 
     def entries(self) -> List[DedupEntry]:
         with self._lock:
             rows = self._connection().execute("SELECT " + _COLUMNS + " FROM fingerprints").fetchall()
-        return [DedupEntry(*row) for row in rows]
+        return [self._entry(row) for row in rows]
+
+    @staticmethod
+    def _entry(row: Tuple[Any, ...]) -> DedupEntry:
+        return DedupEntry(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9],
+                          bool(row[10]))
 
     def close(self) -> None:
         with self._lock:

@@ -1,51 +1,85 @@
-"""After-threshold stack sampler: a call tree for slow spans that had no pyinstrument session.
+"""The stack sampler: a call tree of the whole span for every slow span without a pyinstrument session.
 
-When the watchdog sees an unprofiled span pass its threshold, it registers the span here.
-One daemon thread (``otel-perfmon-sampler``) then samples, every ``interval_seconds``, the
-stack of that span's thread (``sys._current_frames``) or, on an event loop, of that span's
-asyncio task: the loop thread's stack while the task runs, else the task's coroutine chain
-ending in ``[await]``. Frames are identified exactly as pyinstrument does
-(``pyinstrument.low_level.stat_profile.get_frame_info``), so the samples become a
-pyinstrument ``Session`` rendered by pyinstrument's own renderers.
+One daemon thread (``otel-perfmon-sampler``) scans the open-span table
+(:mod:`otel_perfmon.tracking`) and samples each open span that has no pyinstrument session
+from its start: the first sample once the span is older than ``early_interval_seconds``
+(default 0.01 s: 100 Hz, the rate of Sentry's profiler, 101 Hz, and of Pyroscope and Datadog,
+~100 Hz), then every ``early_interval_seconds`` until the span passes its threshold, then every
+``late_interval_seconds`` (default 0.005 s). The request path does nothing for it: a span that
+ends within one interval was never looked at, and a fast span's samples are dropped with its
+table entry. With ``early_interval_seconds = 0`` spans are sampled from their threshold on only
+(``after_threshold`` reports, the behaviour before whole-span sampling).
 
-Cost: nothing while no span is past its threshold; while some are, one
-``sys._current_frames()`` call and a stack walk per slow span per interval, on this thread.
-Idea after py-spy / Austin-style external sampling, done in-process.
+A sample is the span's stack: its thread's (``sys._current_frames``) or, for an asyncio task,
+the loop thread's while the task runs, else the task's coroutine chain ending in ``[await]``
+(and, while a sync route runs in anyio's worker thread, that thread's stack under it). Frames
+are named exactly as pyinstrument names them (``get_frame_info``), so the samples become a
+pyinstrument ``Session`` drawn by pyinstrument's renderers.
+
+Cost, bounded by structure:
+
+* A sample re-reads only the frames that changed since the span's previous sample: frames
+  are matched by identity and line from the leaf up, and the unchanged outer part of the
+  stack is reused (a blocked request costs one lookup per sample, not a stack walk).
+* ``budget`` (default 0.01, 1 % of one core): after each pass the thread sleeps at least
+  ``pass CPU time × (1 − budget) / budget``, so its CPU share stays within the budget
+  whatever the number of open spans; with many spans the per-span interval grows, and each
+  report states the mean interval it got.
+* A pass gives up the GIL (``time.sleep(0)``) after 0.4 ms of work, so no request waits
+  longer than that for one pass.
+* At most ``MAX_RECORDS_PER_SPAN`` distinct consecutive stacks are kept per span.
+
+Coverage: a sample stands for the time since the span's previous sample (the first: since the
+span's start). When both samples show the same innermost frame (the same frame object: the
+thread never left it in between) that is the whole gap; otherwise at most 4 × (the interval in
+force + the interpreter's GIL switch interval, ``sys.getswitchinterval()``, which a sampler
+thread may wait for while the request runs Python code), so a stall of the sampler is not
+passed off as observed time. ``coverage = covered seconds / span duration``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from otel_perfmon._fork import reset_after_fork
-
 from pyinstrument.frame import AWAIT_FRAME_IDENTIFIER
 from pyinstrument.low_level.stat_profile import get_frame_info
 from pyinstrument.session import Session
 
+from otel_perfmon._fork import reset_after_fork
+from otel_perfmon.profiling.sessions import session_from_records
 from otel_perfmon.profiling.span_profile import trim_thread_stack
 
-MAX_SAMPLES_PER_SPAN = 100_000
+#: Distinct consecutive stacks kept per span (identical consecutive samples share a record).
+MAX_RECORDS_PER_SPAN = 20_000
+#: A sample stands for at most this many intervals of the span's time (see coverage).
+WEIGHT_CAP_INTERVALS = 4.0
+#: A pass releases the GIL after holding it this long (seconds).
+MAX_GIL_HOLD_SECONDS = 0.0004
+#: Longest sleep while no span is open (seconds): the first sample of a span that starts
+#: then comes at most this late (its weight is capped, so coverage shows it).
+MAX_IDLE_WAIT_SECONDS = 0.05
+
+_pthread_cpu_clock = getattr(time, "pthread_getcpuclockid", None)
+
+
+def _thread_cpu_seconds(thread_id: int) -> Optional[float]:
+    """CPU time (s) used so far by the thread ``thread_id`` (a ``threading.get_ident()``), or None."""
+    if _pthread_cpu_clock is None:
+        return None
+    try:
+        return time.clock_gettime(_pthread_cpu_clock(thread_id))
+    except (OSError, OverflowError, ValueError):
+        return None
 
 
 def _thread_identifier(thread_id: int) -> str:
     thread = threading._active.get(thread_id)  # type: ignore[attr-defined]
     name = thread.name if thread is not None else "thread"
-    return "%s\x00%s\x00%i" % (name, "<thread>", thread_id)
-
-
-def thread_stack(frame: Any, thread_id: int) -> List[str]:
-    """pyinstrument identifiers from the thread's root to ``frame``."""
-    stack = []
-    while frame is not None:
-        stack.append(get_frame_info(frame))
-        frame = frame.f_back
-    stack.append(_thread_identifier(thread_id))
-    stack.reverse()
-    return stack
+    return f"{name}\x00<thread>\x00{thread_id}"
 
 
 def coroutine_frames(task: Any) -> List[Any]:
@@ -61,156 +95,269 @@ def coroutine_frames(task: Any) -> List[Any]:
     return frames
 
 
-class SpanTarget:
-    """Where a span runs, as the sampler reads it: ``thread_id``, plus ``task`` and ``loop``
-    when on an event loop, and ``worker_thread_id`` while a sync route runs in anyio's pool.
-    Subclasses set them (the processor's ``_Tracked``); the defaults below are "none"."""
+class SpanSamples:
+    """The stack samples of one span. Written by the sampler thread only; read by the
+    watchdog (in-flight snapshot) and the worker (the report) through :meth:`session`.
+    Times are ``time.time()`` seconds."""
 
-    thread_id: int = 0
-    task: Any = None
-    loop: Any = None
-    worker_thread_id: Optional[int] = None
+    __slots__ = ("span_start", "records", "sample_count", "covered_seconds", "last_at", "last_leaf",
+                 "from_threshold", "cpu_first", "cpu_last", "full", "_frames", "_lines", "_ids", "_pos", "_thread")
 
-    def stack(self, frames: Dict[int, Any]) -> Optional[List[str]]:
-        """The span's current stack (pyinstrument identifiers), or None if it is gone."""
-        frame = frames.get(self.thread_id)
-        if self.task is None:
-            return thread_stack(frame, self.thread_id) if frame is not None else None
-        if self.task.done():
-            return None
-        import asyncio
+    def __init__(self, span_start: float, from_threshold: bool) -> None:
+        self.span_start = span_start
+        self.records: List[List[Any]] = []  # [stack (pyinstrument identifiers), seconds]
+        self.sample_count = 0
+        self.covered_seconds = 0.0
+        self.last_at = span_start
+        self.last_leaf: Any = None  # the innermost frame of the previous sample
+        self.from_threshold = from_threshold  # first sampled after the threshold (no early sampling)
+        self.cpu_first: Optional[float] = None
+        self.cpu_last: Optional[float] = None
+        self.full = False
+        # the previous thread stack, for reuse: frames (root first), their lines, their ids
+        # (ids[0] is the thread's root identifier, ids[k + 1] belongs to frames[k]), and
+        # id(frame) -> index
+        self._frames: List[Any] = []
+        self._lines: List[int] = []
+        self._ids: List[str] = []
+        self._pos: Dict[int, int] = {}
+        self._thread = 0
 
-        if frame is not None and asyncio.current_task(self.loop) is self.task:
-            return thread_stack(frame, self.thread_id)
-        chain = coroutine_frames(self.task)
-        if not chain:
-            return None
-        prefix = [get_frame_info(f) for f in chain]
-        worker = self.worker_thread_id
-        worker_frame = frames.get(worker) if worker is not None else None
-        if worker_frame is not None:  # a sync route: the work is in anyio's worker thread
-            return prefix + trim_thread_stack(thread_stack(worker_frame, worker))
-        return prefix + [AWAIT_FRAME_IDENTIFIER]
-
-    def frames(self) -> List[Any]:
-        """Frames to search for the request (innermost first): used for in-flight headers."""
-        if self.task is not None:
-            return list(reversed(coroutine_frames(self.task)))
-        frame = sys._current_frames().get(self.thread_id)
-        found = []
+    def thread_stack(self, leaf: Any, thread_id: int) -> List[str]:
+        """pyinstrument identifiers from the thread's root to ``leaf``, reusing the unchanged
+        outer frames of the previous call (matched by frame identity and line). Returns the
+        previous list object itself when nothing changed."""
+        frames, lines, pos = self._frames, self._lines, self._pos
+        if thread_id != self._thread:
+            frames.clear()
+            lines.clear()
+            pos.clear()
+            self._thread = thread_id
+        new = []
+        keep = -1
+        frame = leaf
         while frame is not None:
-            found.append(frame)
+            index = pos.get(id(frame))
+            if index is not None and frames[index] is frame and lines[index] == frame.f_lineno:
+                keep = index
+                break
+            new.append(frame)
             frame = frame.f_back
-        return found
+        if not new and keep == len(frames) - 1 and self._ids:
+            return self._ids
+        for index in range(keep + 1, len(frames)):
+            pos.pop(id(frames[index]), None)
+        del frames[keep + 1:]
+        del lines[keep + 1:]
+        ids = self._ids[:keep + 2] if keep >= 0 else [_thread_identifier(thread_id)]
+        for frame in reversed(new):
+            pos[id(frame)] = len(frames)
+            frames.append(frame)
+            lines.append(frame.f_lineno)
+            ids.append(get_frame_info(frame))
+        self._ids = ids
+        return ids
 
+    def add(self, stack: List[str], now: float, interval: float, leaf: Any = None) -> None:
+        """Record ``stack`` (innermost frame ``leaf``) as seen at ``now``; it stands for the
+        time since the previous sample, capped unless ``leaf`` is the previous sample's leaf
+        (see the module docstring; ``interval`` is the interval in force, s)."""
+        gap = max(now - self.last_at, 0.0)
+        if leaf is None or leaf is not self.last_leaf:
+            gap = min(gap, WEIGHT_CAP_INTERVALS * (interval + sys.getswitchinterval()))
+        weight = gap
+        self.last_at = now
+        self.last_leaf = leaf
+        self.sample_count += 1
+        self.covered_seconds += weight
+        records = self.records
+        if records and (records[-1][0] is stack or records[-1][0] == stack):
+            records[-1][1] += weight
+        elif len(records) < MAX_RECORDS_PER_SPAN:
+            records.append([stack, weight])
+        else:
+            self.full = True
 
-class _Capture:
-    __slots__ = ("target", "records", "started", "last", "description", "done")
+    def forget_frames(self) -> None:
+        """Drop the references to the sampled thread's frames (their locals stay alive otherwise)."""
+        self._frames, self._lines, self._pos = [], [], {}
+        self.last_leaf = None
 
-    def __init__(self, target: SpanTarget, description: str) -> None:
-        self.target = target
-        self.records: List[Tuple[List[str], float]] = []
-        self.started = self.last = time.time()
-        self.description = description
-        self.done = False
+    @property
+    def cpu_seconds(self) -> Optional[float]:
+        """CPU time of the span's thread between its first and last sample (s), or None."""
+        if self.cpu_first is None or self.cpu_last is None:
+            return None
+        return max(0.0, self.cpu_last - self.cpu_first)
+
+    def session(self, description: str, end_time: Optional[float] = None) -> Optional[Session]:
+        """The samples so far as a pyinstrument Session (None without samples). Any thread."""
+        records = [(list(stack), seconds) for stack, seconds in list(self.records)]
+        count = self.sample_count
+        if not records or not count:
+            return None
+        end = max(self.last_at, end_time or self.last_at)
+        return session_from_records(records, start_time=self.span_start,
+                                    duration_seconds=max(end - self.span_start, 0.0),
+                                    interval_seconds=self.covered_seconds / count, description=description,
+                                    cpu_time_seconds=self.cpu_seconds, sample_count=count)
 
 
 class StackSampler:
-    """Samples registered spans on one lazily started daemon thread (restarted after fork)."""
+    """Samples the open spans of ``table`` (span id -> OpenSpan) on one daemon thread,
+    started by :meth:`ensure_started` (cheap check: ``running``) and again after fork.
 
-    def __init__(self, interval_seconds: float) -> None:
-        self.interval_seconds = interval_seconds
+    ``early_interval_seconds`` (0 = not before the threshold), ``late_interval_seconds`` and
+    ``budget`` (0..1 of one core; 0 = never sample) as in the module docstring. ``stats``
+    (a :class:`~otel_perfmon.stats.Stats`) receives ``sampler_passes``, ``sampler_samples``,
+    ``sampler_cpu_seconds`` and ``sampler_max_pass_seconds``.
+    """
+
+    def __init__(self, table: Dict[int, Any], early_interval_seconds: float, late_interval_seconds: float,
+                 budget: float, stats: Any) -> None:
+        self._table = table
+        self.early_interval_seconds = early_interval_seconds
+        self.late_interval_seconds = late_interval_seconds
+        self.budget = budget
+        self._stats = stats
+        self._closed = False
+        self._least_wait = 0.0  # the sleep the budget imposed after the last pass (s)
         self._reset()
         reset_after_fork(self)
 
     def _reset(self) -> None:
-        self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._captures: Dict[int, _Capture] = {}
         self._thread: Optional[threading.Thread] = None
-        self._closed = False
+        self._lock = threading.Lock()
+        # True once started (or when there is nothing to start): the request path checks this
+        self.running = self.budget <= 0
 
-    def start(self, key: int, target: SpanTarget, description: str) -> None:
-        """Begin sampling ``target`` under ``key`` (a span id). Background threads only."""
-        capture = _Capture(target, description)
-        self._sample_one(capture, sys._current_frames())
+    def ensure_started(self) -> None:
+        """Start the thread if it is not running. Any thread; cheap after the first call."""
         with self._lock:
-            if self._closed:
-                return
-            self._captures[key] = capture
-            if self._thread is None:
+            if self._thread is None and not self._closed and self.budget > 0:
                 self._thread = threading.Thread(target=self._run, name="otel-perfmon-sampler", daemon=True)
                 self._thread.start()
-        self._wake.set()
-
-    def stop(self, key: int) -> Optional[Session]:
-        """Stop sampling ``key`` and return its samples as a pyinstrument Session (or None).
-
-        Called on the request thread at span end: a dict pop under a short lock, plus building
-        the Session object from the records (no tree building)."""
-        with self._lock:
-            capture = self._captures.pop(key, None)
-        if capture is None:
-            return None
-        capture.done = True
-        return self._session(capture)
-
-    def snapshot(self, key: int) -> Optional[Session]:
-        """The samples of a still-running capture so far, with one fresh sample."""
-        with self._lock:
-            capture = self._captures.get(key)
-        if capture is None:
-            return None
-        self._sample_one(capture, sys._current_frames())
-        return self._session(capture)
-
-    def one_shot(self, target: SpanTarget, description: str) -> Optional[Session]:
-        """A single-sample Session of ``target``'s current stack."""
-        capture = _Capture(target, description)
-        self._sample_one(capture, sys._current_frames())
-        return self._session(capture) if capture.records else None
-
-    def _session(self, capture: _Capture) -> Optional[Session]:
-        records = list(capture.records)
-        if not records:
-            return None
-        return Session(frame_records=records, start_time=capture.started,
-                       duration=max(capture.last - capture.started, self.interval_seconds),
-                       min_interval=self.interval_seconds, max_interval=self.interval_seconds,
-                       sample_count=len(records), start_call_stack=list(records[0][0][:1]),
-                       target_description=capture.description,
-                       cpu_time=0.0, sys_path=sys.path, sys_prefixes=Session.current_sys_prefixes())
-
-    def _sample_one(self, capture: _Capture, frames: Dict[int, Any]) -> None:
-        now = time.time()
-        stack = capture.target.stack(frames)
-        if stack is not None and len(capture.records) < MAX_SAMPLES_PER_SPAN:
-            capture.records.append((stack, max(now - capture.last, 0.0) if capture.records else self.interval_seconds))
-        capture.last = now
+            self.running = True
 
     def _run(self) -> None:
-        while True:
-            with self._lock:
-                if self._closed:
-                    return
-                captures = list(self._captures.values())
-            if not captures:
-                self._wake.wait()
-                self._wake.clear()
-                continue
-            frames = sys._current_frames()
-            for capture in captures:
-                if not capture.done:
-                    self._sample_one(capture, frames)
-            del frames
-            time.sleep(self.interval_seconds)
+        idle_wait = self.early_interval_seconds or self.late_interval_seconds
+        while not self._closed:
+            cpu_before = time.thread_time()
+            sampled, wake_at, longest = self._pass()
+            cpu = time.thread_time() - cpu_before
+            stats = self._stats
+            stats.incr("sampler_passes")
+            stats.incr("sampler_cpu_seconds", cpu)
+            if sampled:
+                stats.incr("sampler_samples", sampled)
+                stats.set_max("sampler_max_pass_seconds", longest)
+                idle_wait = self.early_interval_seconds or self.late_interval_seconds
+            elif not self._table:
+                idle_wait = min(idle_wait * 2, MAX_IDLE_WAIT_SECONDS)
+            # stay within the budget: this pass's CPU time is at most `budget` of (pass + sleep)
+            least = self._least_wait = cpu * (1.0 - self.budget) / self.budget
+            wait = max(least, min(wake_at - time.time(), idle_wait))
+            if self._wake.wait(max(wait, 0.0)):
+                return
 
-    def active(self) -> int:
-        with self._lock:
-            return len(self._captures)
+    def _pass(self) -> tuple[int, float, float]:
+        """Sample every due span once. Returns (samples taken, earliest next due time, longest
+        stretch in seconds the GIL was held without a break)."""
+        early, late = self.early_interval_seconds, self.late_interval_seconds
+        now = time.time()
+        wake_at = now + MAX_IDLE_WAIT_SECONDS
+        frames: Optional[Dict[int, Any]] = None
+        sampled = 0
+        held_since = time.perf_counter()
+        longest = 0.0
+        for entry in list(self._table.values()):
+            if entry.ended or entry.profile is not None:
+                continue
+            start = entry.started
+            if now >= start + entry.threshold_seconds:
+                interval = late
+            elif early > 0:
+                interval = early
+            else:
+                wake_at = min(wake_at, start + entry.threshold_seconds)
+                continue
+            samples = entry.samples
+            due = (samples.last_at if samples is not None else start) + interval
+            if due > now:
+                wake_at = min(wake_at, due)
+                continue
+            if samples is None:
+                samples = entry.samples = SpanSamples(start, from_threshold=early <= 0)
+            elif samples.full:
+                continue
+            if frames is None:
+                frames = sys._current_frames()
+            if self._sample(entry, samples, frames, now, max(interval, self._least_wait)):
+                sampled += 1
+            wake_at = min(wake_at, now + interval)
+            held = time.perf_counter() - held_since
+            if held > MAX_GIL_HOLD_SECONDS:
+                longest = max(longest, held)
+                frames = None
+                time.sleep(0)  # let the request threads run; frames are read afresh after
+                held_since = time.perf_counter()
+                now = time.time()
+        longest = max(longest, time.perf_counter() - held_since)
+        return sampled, wake_at, longest
+
+    def _sample(self, entry: Any, samples: SpanSamples, frames: Dict[int, Any], now: float,
+                interval: float) -> bool:
+        found = self._stack(entry, samples, frames)
+        if found is None:
+            return False
+        stack, leaf = found
+        samples.add(stack, now, interval, leaf)
+        if entry.task is None:
+            cpu = _thread_cpu_seconds(entry.thread_id)
+            if samples.cpu_first is None:
+                samples.cpu_first = cpu
+            samples.cpu_last = cpu
+        return True
+
+    @staticmethod
+    def _stack(entry: Any, samples: SpanSamples, frames: Dict[int, Any]) -> Optional[Tuple[List[str], Any]]:
+        """The span's current stack (pyinstrument identifiers) and its innermost frame, or
+        None if it is gone."""
+        thread_id = entry.thread_id
+        frame = frames.get(thread_id)
+        task = entry.task
+        if task is None:
+            return (samples.thread_stack(frame, thread_id), frame) if frame is not None else None
+        if task.done():
+            return None
+        if frame is not None and asyncio.current_task(task.get_loop()) is task:
+            return samples.thread_stack(frame, thread_id), frame
+        chain = coroutine_frames(task)
+        if not chain:
+            return None
+        prefix = [get_frame_info(f) for f in chain]
+        worker = entry.worker_thread_id
+        worker_frame = frames.get(worker) if worker is not None else None
+        if worker is not None and worker_frame is not None:  # a sync route: the work is in anyio's worker thread
+            return prefix + trim_thread_stack(samples.thread_stack(worker_frame, worker)), worker_frame
+        return prefix + [AWAIT_FRAME_IDENTIFIER], chain[-1]
+
+    def one_shot(self, entry: Any, description: str) -> Optional[Session]:
+        """A single-sample Session of ``entry``'s current stack (in-flight reports of spans
+        the sampler has not reached). Background threads."""
+        samples = SpanSamples(time.time(), from_threshold=True)
+        found = self._stack(entry, samples, sys._current_frames())
+        samples.forget_frames()
+        if found is None:
+            return None
+        samples.add(found[0], time.time() + self.late_interval_seconds, self.late_interval_seconds)
+        return samples.session(description)
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self._captures.clear()
+        """Stop the thread (it exits at its next wake-up, at once). Idempotent."""
+        self._closed = True
         self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=1.0)

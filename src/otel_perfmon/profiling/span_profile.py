@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import Counter
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from pyinstrument import Profiler
 from pyinstrument.frame import AWAIT_FRAME_IDENTIFIER
 from pyinstrument.session import Session
+
+from otel_perfmon.profiling.sessions import new_profiler, session_from_records
 
 FrameRecord = Tuple[List[str], float]
 
@@ -62,18 +63,18 @@ def graft_thread_records(loop_records: Sequence[FrameRecord],
     Pure function; called on the background worker.
     """
     episodes: List[List[str]] = []
-    waited: Counter = Counter()
+    waited: Dict[Tuple[str, ...], float] = {}
     kept: List[FrameRecord] = []
     for stack, seconds in loop_records:
         if _is_anyio_thread_await(stack):
             prefix = list(stack[:-1])
             if not episodes or episodes[-1] != prefix:
                 episodes.append(prefix)
-            waited[tuple(prefix)] += seconds
+            waited[tuple(prefix)] = waited.get(tuple(prefix), 0.0) + seconds
         else:
             kept.append((stack, seconds))
     if len(episodes) != len(thread_records):
-        fallback = list(waited.most_common(1)[0][0]) if waited else []
+        fallback = list(max(waited.items(), key=lambda item: item[1])[0]) if waited else []
         episodes = [fallback] * len(thread_records)
     for prefix, records in zip(episodes, thread_records):
         for stack, seconds in records:
@@ -106,8 +107,7 @@ class SpanProfile:
 
         ``description`` names the profile in renderings (the span name)."""
         self.is_async = asyncio._get_running_loop() is not None
-        self._profiler = Profiler(interval=self.interval_seconds,
-                                  async_mode="enabled" if self.is_async else "disabled")
+        self._profiler = new_profiler(self.interval_seconds, self.is_async)
         self.thread_id = threading.get_ident()
         self.started_at = time.time()
         self._profiler.start(target_description=description or None)
@@ -137,16 +137,8 @@ class SpanProfile:
         if not threads:
             return session
         records = graft_thread_records(session.frame_records, [t.frame_records for t in threads])
-        return Session(
-            frame_records=records,
-            start_time=session.start_time,
-            duration=session.duration,
-            min_interval=session.min_interval,
-            max_interval=session.max_interval,
-            sample_count=len(records),
-            start_call_stack=session.start_call_stack,
-            target_description=session.target_description,
-            cpu_time=session.cpu_time + sum(t.cpu_time for t in threads),
-            sys_path=session.sys_path,
-            sys_prefixes=session.sys_prefixes,
-        )
+        return session_from_records(
+            records, start_time=session.start_time, duration_seconds=session.duration,
+            interval_seconds=session.min_interval, description=session.target_description,
+            cpu_time_seconds=session.cpu_time + sum(t.cpu_time for t in threads),
+            start_call_stack=session.start_call_stack, sys_path=session.sys_path, sys_prefixes=session.sys_prefixes)

@@ -7,10 +7,10 @@ samples only the thread it started on, so the event loop's profile shows nothing
 ``anyio.to_thread.run_sync`` once per process: when the calling task's span is being
 profiled, the callable runs under its own pyinstrument profiler in the worker thread and the
 session is attached to the span's profile; when it is not, the worker thread's id is recorded
-so the after-threshold sampler can sample it. Calls outside a tracked span pass straight
+so the stack sampler can sample it. Calls outside a tracked span pass straight
 through.
 
-The span is found from the calling task's OTel context (see ``PerfmonSpanProcessor.target_for_context``)
+The span is found from the calling task's OTel context (see :func:`otel_perfmon.tracking.target_for_context`)
 when ``run_sync`` is called, so the request path itself sets nothing for this: spans of async
 routes that never call ``run_sync`` pay nothing.
 """
@@ -27,13 +27,13 @@ _logger = logging.getLogger(__name__)
 
 _MARK = "__otel_perfmon_wrapped__"
 
-#: Running PerfmonSpanProcessors (weakly held): ``run_sync`` asks each for the SpanTarget of
+#: Running PerfmonSpanProcessors (weakly held): ``run_sync`` asks each for the OpenSpan of
 #: the calling context (``target_for_context()``, on the event loop).
-_SPAN_TRACKERS: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_SPAN_TRACKERS: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def add_span_tracker(tracker: Any) -> None:
-    """Register an object with ``target_for_context() -> Optional[SpanTarget]`` (idempotent)."""
+    """Register an object with ``target_for_context() -> Optional[OpenSpan]`` (idempotent)."""
     _SPAN_TRACKERS.add(tracker)
 
 
@@ -56,10 +56,10 @@ def _current_target() -> Optional[Any]:
 
 def _run_profiled(profile: Any, func: Callable[..., Any], *args: Any) -> Any:
     # Runs in the anyio worker thread. The name is matched when grafting (span_profile.py).
-    from pyinstrument import Profiler
+    from otel_perfmon.profiling.sessions import new_profiler
 
     try:
-        profiler = Profiler(interval=profile.interval_seconds, async_mode="disabled")
+        profiler = new_profiler(profile.interval_seconds, async_mode=False)
         profiler.start()
     except Exception:  # never break the route because profiling failed
         _logger.debug("otel-perfmon: could not profile worker thread", exc_info=True)
@@ -74,7 +74,7 @@ def _run_profiled(profile: Any, func: Callable[..., Any], *args: Any) -> Any:
 
 
 def _run_tracked(target: Any, func: Callable[..., Any], *args: Any) -> Any:
-    # Runs in the anyio worker thread for an unprofiled span: tells the after-threshold
+    # Runs in the anyio worker thread for an unprofiled span: tells the stack
     # sampler which thread does the span's work. The name is matched when grafting.
     target.worker_thread_id = threading.get_ident()
     try:

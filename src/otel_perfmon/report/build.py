@@ -8,12 +8,13 @@ from __future__ import annotations
 import os
 import platform
 import socket
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from pyinstrument.renderers import ConsoleRenderer
 
+from otel_perfmon.profiling.sampler import SpanSamples
 from otel_perfmon.report.ids import iso_utc
-from otel_perfmon.report.model import Report
+from otel_perfmon.report.model import CapturedSpan, Report
 
 TOP_HOTSPOTS = 10
 
@@ -29,7 +30,7 @@ def hotspots(session: Any, limit: int = TOP_HOTSPOTS) -> List[Dict[str, Any]]:
     if root is None:
         return []
     total = root.time or 0.0
-    totals: Dict[tuple, float] = {}
+    totals: Dict[Tuple[str, str, int], float] = {}
     stack = [root]
     while stack:
         frame = stack.pop()
@@ -46,11 +47,16 @@ def hotspots(session: Any, limit: int = TOP_HOTSPOTS) -> List[Dict[str, Any]]:
     ]
 
 
-def call_tree_text(session: Any) -> str:
-    """pyinstrument's plain-text call tree (no colour), or ``""`` for an empty session."""
+def call_tree_text(session: Any, cpu_known: bool = True) -> str:
+    """pyinstrument's plain-text call tree (no colour), or ``""`` for an empty session.
+    ``cpu_known=False`` (stack samples of an event loop's task) prints ``CPU time: n/a``
+    instead of pyinstrument's 0."""
     if session is None or not session.frame_records:
         return ""
-    return ConsoleRenderer(unicode=True, color=False, show_all=False).render(session)
+    text = ConsoleRenderer(unicode=True, color=False, show_all=False).render(session)
+    if not cpu_known:
+        text = text.replace(f"CPU time: {session.cpu_time:.3f}", "CPU time: n/a", 1)
+    return text
 
 
 _HOST: Optional[Dict[str, Any]] = None
@@ -65,14 +71,49 @@ def host_info() -> Dict[str, Any]:
     return dict(_HOST)
 
 
-def build_report(captured: Any, report_id: str, report_dir: str, url: Optional[str]) -> Report:
-    """Turn a :class:`~otel_perfmon.processor.CapturedSpan` into a Report (no I/O)."""
-    session = captured.profile.session() if captured.profile is not None else captured.sampled
+def _profile_of(captured: CapturedSpan) -> Tuple[Any, int, float, float, bool]:
+    """(session, sample count, interval s, covered seconds, CPU time known) of a captured span."""
+    duration = (captured.end_ns - captured.start_ns) / 1e9
+    if captured.profile is not None:
+        session = captured.profile.session()
+        count = len(session.frame_records) if session is not None else 0
+        covered = min(session.duration, duration) if session is not None else 0.0
+        return session, count, captured.interval_seconds, covered, True
+    samples = captured.samples
+    if isinstance(samples, SpanSamples):
+        session = samples.session(captured.span_name, end_time=captured.end_ns / 1e9)
+        interval = samples.covered_seconds / samples.sample_count if samples.sample_count else captured.interval_seconds
+        return (session, samples.sample_count, interval, samples.covered_seconds,
+                samples.cpu_seconds is not None)
+    if samples is not None:  # a one-sample Session (in-flight report of a span not sampled yet)
+        return samples, len(samples.frame_records), captured.interval_seconds, min(samples.duration, duration), False
+    return None, 0, captured.interval_seconds, 0.0, True
+
+
+def profile_quality(captured: CapturedSpan) -> Tuple[str, float]:
+    """(mode, coverage) that :func:`build_report` would give ``captured``, without building
+    the call tree (cheap: the worker asks this of every deduplicated occurrence)."""
+    duration = (captured.end_ns - captured.start_ns) / 1e9
+    samples = captured.samples
+    if captured.profile is None and isinstance(samples, SpanSamples):
+        if not samples.sample_count or duration <= 0:
+            return "none", 0.0
+        return captured.mode, round(min(1.0, samples.covered_seconds / duration), 3)
+    session, _count, _interval, covered, _cpu = _profile_of(captured)
+    if session is None or duration <= 0:
+        return "none", 0.0
+    return captured.mode, round(min(1.0, covered / duration), 3)
+
+
+def build_report(captured: CapturedSpan, report_id: str, report_dir: str, url: Optional[str],
+                 fingerprint: str) -> Report:
+    """Turn a captured span into a Report (tree building, no I/O). Background worker."""
+    session, count, interval, covered, cpu_known = _profile_of(captured)
     info = captured.http
     duration_s = (captured.end_ns - captured.start_ns) / 1e9
     return Report(
         report_id=report_id,
-        fingerprint=captured.fingerprint,
+        fingerprint=fingerprint,
         trace_id=f"{captured.trace_id:032x}",
         span_id=f"{captured.span_id:016x}",
         service_name=captured.service_name,
@@ -82,18 +123,18 @@ def build_report(captured: Any, report_id: str, report_dir: str, url: Optional[s
         path=info["path"],
         query=info["query"],
         status_code=info["status_code"],
-        duration_ms=round((captured.end_ns - captured.start_ns) / 1e6, 3),
+        duration_ms=round(duration_s * 1000.0, 3),
         threshold_ms=round(captured.threshold_seconds * 1000.0, 3),
         start_time=iso_utc(captured.start_ns),
         end_time=iso_utc(captured.end_ns),
         headers=dict(captured.headers),
-        interval_seconds=captured.interval_seconds,
-        sample_count=len(session.frame_records) if session is not None else 0,
+        interval_seconds=round(interval, 6) if interval > 0 else captured.interval_seconds,
+        sample_count=count if session is not None else 0,
         hotspots=hotspots(session),
-        call_tree_text=call_tree_text(session),
+        call_tree_text=call_tree_text(session, cpu_known),
         host=host_info(),
         profile_mode=captured.mode if session is not None else "none",
-        coverage=round(min(1.0, session.duration / duration_s), 3) if session is not None and duration_s > 0 else 0.0,
+        coverage=round(min(1.0, covered / duration_s), 3) if session is not None and duration_s > 0 else 0.0,
         url=url,
         report_dir=report_dir,
         session=session,

@@ -14,7 +14,9 @@ import sys
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Pattern, Sequence, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from otel_perfmon.dedup import fingerprint
 from otel_perfmon.redaction import REDACTED, is_sensitive, is_sensitive_query_name
+from otel_perfmon.report.model import CapturedSpan
 
 MAX_HEADER_VALUE_CHARS = 1000
 _MAX_FRAME_DEPTH = 48
@@ -177,3 +179,40 @@ class UrlFilter:
         if self._include:
             return self._matches(self._include, candidates)
         return not self._matches(self._exclude, candidates)
+
+
+def service_name(span: Any) -> str:
+    """The span's ``service.name`` resource attribute, or ``unknown_service``."""
+    resource = getattr(span, "resource", None)
+    name = resource.attributes.get("service.name") if resource is not None else None
+    return str(name) if name else "unknown_service"
+
+
+def span_fingerprint(span: Any) -> str:
+    """Fingerprint of a span: service + method + route template (see :func:`dedup.fingerprint`).
+    Requests that matched no route (404 scans...) share the route ``[unrouted]``."""
+    attributes = span.attributes or {}
+    info = http_info(attributes, span.name)
+    if info["method"] is None and not info["route"].startswith("/"):
+        return fingerprint(service_name(span), "FUNCTION", span.name)
+    route = info["route"] if attributes.get("http.route") else "[unrouted]"
+    return fingerprint(service_name(span), info["method"] or "", route)
+
+
+def capture_span(open_span: Any, span: Any, end_ns: int, mode: str, profile: Any, samples: Any,
+                 interval_seconds: float, pairs: Optional[List[Tuple[str, str]]],
+                 capture: Iterable[str], redact: Iterable[str]) -> CapturedSpan:
+    """The one place a :class:`CapturedSpan` is made (span end on the request thread, or an
+    in-flight report on the watchdog): request facts from the span's attributes, and the
+    headers ``pairs`` found in the request's frames (else those the instrumentor put in the
+    attributes), selected and redacted. Bounded work on data in memory; never raises for
+    odd attribute values."""
+    attributes = span.attributes or {}
+    if pairs is None:
+        pairs = headers_from_attributes(attributes)
+    return CapturedSpan(
+        open_span=open_span, trace_id=span.context.trace_id, span_id=span.context.span_id, span_name=span.name,
+        service_name=service_name(span), start_ns=span.start_time or 0, end_ns=end_ns,
+        threshold_seconds=open_span.threshold_seconds, interval_seconds=interval_seconds,
+        http=http_info(attributes, span.name), headers=select_headers(pairs, capture, redact),
+        profile=profile, samples=samples, mode=mode)

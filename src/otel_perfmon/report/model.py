@@ -1,4 +1,5 @@
-"""The report object handed to renderers and exporters, and its JSON form (schema_version 1)."""
+"""What flows from span end to the exporters: :class:`CapturedSpan` (request path -> worker)
+and :class:`Report` (worker -> renderers and exporters), with its JSON form (schema_version 1)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,44 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 SCHEMA_VERSION = 1
+#: At most this many earlier versions of a report are listed in ``earlier_versions``.
+MAX_EARLIER_VERSIONS = 10
+
+
+class CapturedSpan:
+    """What the request path (or the watchdog, for an in-flight report) hands to the worker
+    for one slow span: plain data, already redacted. Times are ns since the epoch.
+
+    ``open_span`` is the :class:`~otel_perfmon.tracking.OpenSpan`; ``profile`` a stopped
+    ``SpanProfile`` (mode ``full``) or None; ``samples`` the span's ``SpanSamples`` or, for an
+    in-flight report, a ready ``Session``; ``mode`` one of ``full``, ``sampled``,
+    ``after_threshold``, ``in_flight``, ``none``.
+    """
+
+    __slots__ = ("open_span", "trace_id", "span_id", "span_name", "service_name", "start_ns", "end_ns",
+                 "threshold_seconds", "interval_seconds", "http", "headers", "profile", "samples", "mode")
+
+    def __init__(self, *, open_span: Any, trace_id: int, span_id: int, span_name: str, service_name: str,
+                 start_ns: int, end_ns: int, threshold_seconds: float, interval_seconds: float,
+                 http: Dict[str, Any], headers: Dict[str, str], profile: Any, samples: Any, mode: str) -> None:
+        self.open_span = open_span
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.span_name = span_name
+        self.service_name = service_name
+        self.start_ns = start_ns
+        self.end_ns = end_ns
+        self.threshold_seconds = threshold_seconds
+        self.interval_seconds = interval_seconds
+        self.http = http
+        self.headers = headers
+        self.profile = profile
+        self.samples = samples
+        self.mode = mode
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e6
 
 
 @dataclass
@@ -43,6 +82,9 @@ class Report:
     coverage: float = 1.0
     url: Optional[str] = None
     report_dir: str = ""
+    #: earlier contents of this report id that a better call tree replaced (newest last):
+    #: dicts with trace_id, span_id, duration_ms, mode, coverage, start_time
+    earlier_versions: List[Dict[str, Any]] = field(default_factory=list)
     session: Any = field(default=None, repr=False, compare=False)
 
     def _path(self, suffix: str) -> str:
@@ -94,7 +136,14 @@ class Report:
         }
         if self.url:
             data["report_url"] = self.url
+        if self.earlier_versions:
+            data["earlier_versions"] = [dict(v) for v in self.earlier_versions]
         return data
 
-    def replace(self, **changes: Any) -> "Report":
+    def version(self) -> Dict[str, Any]:
+        """This report's entry in a later version's ``earlier_versions``."""
+        return {"trace_id": self.trace_id, "span_id": self.span_id, "duration_ms": self.duration_ms,
+                "mode": self.profile_mode, "coverage": self.coverage, "start_time": self.start_time}
+
+    def replace(self, **changes: Any) -> Report:
         return dataclasses.replace(self, **changes)

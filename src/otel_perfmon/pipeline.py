@@ -1,0 +1,153 @@
+"""The worker: what happens to a captured slow span. Runs on the ``otel-perfmon-worker`` thread only.
+
+For each :class:`~otel_perfmon.report.model.CapturedSpan`: claim its fingerprint's report id
+(usually done already by the watchdog), then
+
+* a new report: build it (hotspots, call-tree text), write its three files, record the
+  occurrence, notify the exporters once;
+* a deduplicated occurrence: count it in the dedup store and, when its call tree is clearly
+  better than the kept report's or the span is much slower (:func:`replacement`), rewrite the
+  kept report under the same id (so the id in spans and messages stays valid), listing the
+  version it replaces in ``earlier_versions``; the exporters hear of it once more only when it
+  got much worse;
+* an in-flight report (the span is still open): written under the claimed id, overwritten by
+  the final report; the exporters hear of whichever comes first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from otel_perfmon import metrics
+from otel_perfmon.dedup import DedupStore, KeptVersion
+from otel_perfmon.report.build import build_report, profile_quality
+from otel_perfmon.report.capture import span_fingerprint
+from otel_perfmon.report.model import MAX_EARLIER_VERSIONS, CapturedSpan, Report
+from otel_perfmon.report.render import write_report_files
+from otel_perfmon.stats import Stats
+
+#: A later occurrence replaces the kept report when it is at least this many times slower...
+SLOWER_FACTOR = 2.0
+#: ...or its coverage is higher by at least this much (0..1)...
+BETTER_COVERAGE = 0.2
+#: ...or it is a full pyinstrument profile where the kept one is not.
+_FULL = "full"
+
+
+def replacement(kept: Optional[KeptVersion], candidate: KeptVersion, followed_up: bool) -> Tuple[bool, bool]:
+    """The rule for replacing a kept report, evaluated by the dedup store atomically:
+    ``(replace, follow_up)``. A report without a call tree (mode ``none``) never holds the
+    slot against one with a call tree; a follow-up notification goes out once per window, when
+    the replacement is ``SLOWER_FACTOR`` × slower than the kept report."""
+    if candidate.mode == "none":
+        return False, False
+    if kept is None or kept.mode == "none":
+        return True, False
+    slower = candidate.duration_ms >= SLOWER_FACTOR * kept.duration_ms and candidate.coverage >= 0.5
+    better = (candidate.mode == _FULL and kept.mode != _FULL) or candidate.coverage >= kept.coverage + BETTER_COVERAGE
+    if not (slower or better):
+        return False, False
+    return True, slower and not followed_up
+
+
+def _earlier_versions(path: str) -> List[Dict[str, Any]]:
+    """The ``earlier_versions`` of the report file at ``path`` plus the version it holds
+    (empty when the file cannot be read)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        earlier = [v for v in data.get("earlier_versions", []) if isinstance(v, dict)]
+        profile = data.get("profile", {})
+        replaced = {"trace_id": data["trace_id"], "span_id": data["span_id"], "duration_ms": data["duration_ms"],
+                    "mode": profile.get("mode", "none"), "coverage": profile.get("coverage", 0.0),
+                    "start_time": data["start_time"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+    return (earlier + [replaced])[-MAX_EARLIER_VERSIONS:]
+
+
+class ReportPipeline:
+    """The handler of the worker queue (:meth:`process`). ``claim(open_span) -> Claim`` is
+    :meth:`otel_perfmon.slow.SlowSpans.claim`; ``dispatch(report)`` hands a report to the
+    exporters (:class:`otel_perfmon.dispatch.Dispatcher`)."""
+
+    def __init__(self, config: Any, store: DedupStore, claim: Callable[[Any], Any],
+                 on_report: Callable[[str, float], None], dispatch: Callable[[Report], None], stats: Stats,
+                 report_dir: str) -> None:
+        self._config = config
+        self._store = store
+        self._claim = claim
+        self._on_report = on_report
+        self._dispatch = dispatch
+        self._stats = stats
+        self.report_dir = report_dir
+
+    def process(self, captured: CapturedSpan) -> None:
+        """Handle one captured span (worker thread; raises what the store or the disk raise,
+        which the queue counts as an internal error)."""
+        open_span = captured.open_span
+        in_flight = captured.mode == "in_flight"
+        if in_flight and open_span.ended:
+            return  # the final report of the span is queued (or written) and supersedes this one
+        claim = self._claim(open_span)
+        fingerprint = span_fingerprint(open_span.span)
+        window = self._config.dedup_window_seconds
+        trace_id = f"{captured.trace_id:032x}"
+        duration_ms = captured.duration_ms
+        if not in_flight:
+            self._on_report(captured.span_name, window)
+            metrics.record_slow_span(duration_ms, captured.http)
+        if not claim.is_new:
+            self._stats.incr("reports_deduplicated")
+            self._store.record_occurrence(fingerprint, claim.report_id, duration_ms, trace_id, time.time())
+            self._maybe_replace(captured, claim.report_id, fingerprint)
+            return
+        first = not open_span.notified  # only this thread reads and sets it
+        try:
+            report = self._write(captured, claim.report_id, fingerprint, [])
+        except Exception:
+            if first:
+                self._stats.incr("reports_dropped")
+            if not in_flight:
+                self._store.release(fingerprint, claim.report_id)
+            raise
+        if not in_flight:
+            self._store.record_occurrence(fingerprint, claim.report_id, duration_ms, trace_id, time.time())
+            self._store.set_kept(fingerprint, claim.report_id, self._version(report))
+            open_span.samples = None  # the sampled stacks are in the files now
+        if first:
+            open_span.notified = True
+            self._stats.incr("reports_created")
+            self._dispatch(report)
+
+    def _write(self, captured: CapturedSpan, report_id: str, fingerprint: str,
+               earlier: List[Dict[str, Any]]) -> Report:
+        report = build_report(captured, report_id, self.report_dir, self._config.report_url(report_id), fingerprint)
+        report.earlier_versions = earlier
+        write_report_files(report)
+        report.session = None  # the exporters get the rendered files, not the raw samples
+        return report
+
+    @staticmethod
+    def _version(report: Report) -> KeptVersion:
+        return KeptVersion(report.duration_ms, report.profile_mode, report.coverage)
+
+    def _maybe_replace(self, captured: CapturedSpan, report_id: str, fingerprint: str) -> None:
+        # a deduplicated occurrence: rewrite the kept report if this one explains it better
+        mode, coverage = profile_quality(captured)
+        candidate = KeptVersion(round(captured.duration_ms, 3), mode, coverage)
+        replace, follow_up = self._store.replace_kept(fingerprint, report_id, candidate, replacement)
+        if not replace:
+            return
+        report = build_report(captured, report_id, self.report_dir, self._config.report_url(report_id), fingerprint)
+        report.earlier_versions = _earlier_versions(os.path.join(self.report_dir, f"{report_id}.json"))
+        try:
+            write_report_files(report)
+        finally:
+            report.session = None
+        self._stats.incr("reports_replaced")
+        if follow_up:
+            self._dispatch(report)
