@@ -464,3 +464,66 @@ def test_parameterized_route_is_one_report_through_the_pipeline(tmp_path):
 
 def _service_of(perfmon) -> str:
     return perfmon.tracer_provider.resource.attributes["service.name"]
+
+
+def test_kept_version_is_replaced_by_the_rule_atomically_and_follows_up_once(store):
+    """replace_kept runs the pipeline's rule against what the report file holds (set_kept)."""
+    from otel_perfmon.dedup import KeptVersion
+    from otel_perfmon.pipeline import replacement
+
+    claim = store.claim("fp-kept", "20261202-000000-kept0001", 1000.0, 600)
+    assert store.get("fp-kept").kept is None
+    store.set_kept("fp-kept", claim.report_id, KeptVersion(1200.0, "sampled", 0.95))
+    assert store.get("fp-kept").kept == KeptVersion(1200.0, "sampled", 0.95)
+    # not better: same mode, similar coverage, not 2x slower
+    assert store.replace_kept("fp-kept", claim.report_id, KeptVersion(1500.0, "sampled", 0.97), replacement) \
+        == (False, False)
+    # a full profile where the kept one is sampled: replaced, no follow-up
+    assert store.replace_kept("fp-kept", claim.report_id, KeptVersion(1300.0, "full", 0.99), replacement) \
+        == (True, False)
+    assert store.get("fp-kept").kept == KeptVersion(1300.0, "full", 0.99)
+    # 2x slower: replaced, with the window's one follow-up
+    assert store.replace_kept("fp-kept", claim.report_id, KeptVersion(2700.0, "sampled", 0.96), replacement) \
+        == (True, True)
+    assert store.get("fp-kept").followed_up is True
+    # 2x slower again: replaced, but no second follow-up
+    assert store.replace_kept("fp-kept", claim.report_id, KeptVersion(6000.0, "sampled", 0.96), replacement) \
+        == (True, False)
+    # a report of another id (a later window's) is never touched
+    assert store.replace_kept("fp-kept", "20261202-000000-other001", KeptVersion(9e6, "full", 1.0), replacement) \
+        == (False, False)
+    entry = store.get("fp-kept")
+    assert entry.kept == KeptVersion(6000.0, "sampled", 0.96) and entry.report_id == claim.report_id
+    # a new window's claim starts afresh
+    later = store.claim("fp-kept", "20261202-000000-kept0002", 1000.0 + 601, 600)
+    assert later.is_new and store.get("fp-kept").kept is None and store.get("fp-kept").followed_up is False
+
+
+def test_a_report_without_a_call_tree_never_holds_the_slot():
+    from otel_perfmon.dedup import KeptVersion
+    from otel_perfmon.pipeline import replacement
+
+    assert replacement(KeptVersion(1010.0, "none", 0.0), KeptVersion(1005.0, "sampled", 0.3), False) == (True, False)
+    assert replacement(None, KeptVersion(1005.0, "after_threshold", 0.2), False) == (True, False)
+    assert replacement(KeptVersion(1010.0, "sampled", 0.9), KeptVersion(9000.0, "none", 0.0), False) == (False, False)
+
+
+def test_sqlite_file_of_an_older_version_gains_the_kept_columns(tmp_path):
+    import sqlite3
+
+    from otel_perfmon.dedup import KeptVersion
+
+    path = str(tmp_path / FILE_NAME)
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE fingerprints (fingerprint TEXT PRIMARY KEY, report_id TEXT NOT NULL, "
+                "created_at REAL NOT NULL, last_seen REAL NOT NULL, count INTEGER NOT NULL DEFAULT 0, "
+                "worst_duration_ms REAL NOT NULL DEFAULT 0, last_trace_id TEXT)")
+    old.execute("INSERT INTO fingerprints VALUES ('fp', '20261201-000000-aaaa0000', 1.0, 2.0, 3, 900.0, 'ab')")
+    old.commit()
+    old.close()
+    store = SqliteDedupStore(path)
+    entry = store.get("fp")
+    assert (entry.count, entry.worst_duration_ms, entry.kept) == (3, 900.0, None)
+    store.set_kept("fp", entry.report_id, KeptVersion(900.0, "after_threshold", 0.1))
+    assert store.get("fp").kept == KeptVersion(900.0, "after_threshold", 0.1)
+    store.close()
