@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from otel_perfmon import ConfigurationError, configure_perfmon
 from otel_perfmon.policy import AdaptiveProfilePolicy, AlwaysProfilePolicy, estimated_profiling_cost, span_id_bound
-from otel_perfmon.testing import InMemoryReportExporter, wait_until
+from otel_perfmon.testing import FakeClock, InMemoryReportExporter, wait_until
 
 THRESHOLD = 0.15
 
@@ -90,7 +90,10 @@ def read_report(report_dir, report_id):
 
 
 def test_adaptive_policy_decisions():
-    policy = AdaptiveProfilePolicy(threshold_seconds=1.0, budget=0.01, explore_rate=0.0, candidate_ratio=0.5)
+    clock = FakeClock()
+    policy = AdaptiveProfilePolicy(threshold_seconds=1.0, budget=0.01, explore_rate=0.0, candidate_ratio=0.5,
+                                   clock=clock)
+    clock.advance(0.1)  # 1 ms of budget accrued
     assert policy.should_profile(span("GET /a")) is False            # unknown route, no exploration
     policy.on_span_end("GET /a", 0.2, profiled=False, slow=False)
     assert policy.should_profile(span("GET /a")) is False            # far below the threshold
@@ -117,12 +120,17 @@ def test_adaptive_policy_decisions():
 def test_expired_candidates_are_forgotten():
     """A route stops being a candidate after candidate_memory_seconds; once none is left, the
     policy's per-span check is back to one random draw (no name read, no clock)."""
+    clock = FakeClock()
     policy = AdaptiveProfilePolicy(threshold_seconds=1.0, budget=1.0, explore_rate=0.0,
-                                   candidate_memory_seconds=0.5)
+                                   candidate_memory_seconds=0.5, clock=clock)
+    clock.advance(0.01)  # some budget
     policy.on_span_end("GET /d", 0.9, profiled=False, slow=False)
     policy.on_span_end("GET /d", 0.9, profiled=False, slow=False)
     assert policy.is_candidate("GET /d") and policy.should_profile(span("GET /d")) is True
-    assert wait_until(lambda: not policy.is_candidate("GET /d"), timeout_seconds=5)
+    clock.advance(0.49)
+    assert policy.is_candidate("GET /d")
+    clock.advance(0.02)
+    assert not policy.is_candidate("GET /d")
     assert policy.should_profile(span("GET /d")) is False
     assert not policy._candidate_until, "the expired candidate was kept"
 
@@ -305,8 +313,9 @@ def test_explore_rate_is_drawn_from_the_span_id():
     ids = [rng.getrandbits(64) for _ in range(20000)]
     assert 0.22 < sum(i < span_id_bound(0.25) for i in ids) / len(ids) < 0.28
     assert span_id_bound(0.0) == 0 and all(i < span_id_bound(1.0) for i in ids)
-    policy = AdaptiveProfilePolicy(threshold_seconds=1.0, budget=1.0, explore_rate=0.25)
-    time.sleep(0.01)  # some budget
+    clock = FakeClock()
+    policy = AdaptiveProfilePolicy(threshold_seconds=1.0, budget=1.0, explore_rate=0.25, clock=clock)
+    clock.advance(0.01)  # some budget
     explored = SimpleNamespace(name="GET /e", attributes={}, context=SimpleNamespace(span_id=span_id_bound(0.25) - 1))
     skipped = SimpleNamespace(name="GET /e", attributes={}, context=SimpleNamespace(span_id=span_id_bound(0.25)))
     assert policy.should_profile(explored) is True and policy.should_profile(skipped) is False

@@ -1,6 +1,9 @@
 """Helpers for testing apps that use otel-perfmon (public, like structlog.testing).
 
-``InMemoryReportExporter`` collects reports; ``wait_until`` polls a condition with a deadline.
+``InMemoryReportExporter`` collects reports; ``wait_until`` polls a condition with a deadline;
+``FakeClock`` is a clock a test moves by hand (after pyinstrument's ``FakeClock``), for the
+components that take a ``clock`` (``AdaptiveProfilePolicy(clock=...)``), so no test waits out
+a real window.
 """
 
 from __future__ import annotations
@@ -52,3 +55,24 @@ def wait_until(predicate: Callable[[], Any], timeout_seconds: float = 10.0, inte
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout_seconds} s waiting for {message}")
         time.sleep(interval_seconds)
+
+
+class FakeClock:
+    """A monotonic clock in seconds that only moves when told: ``clock()`` reads it,
+    ``advance(seconds)`` moves it forward. Thread-safe; never sleeps."""
+
+    def __init__(self, start_seconds: float = 1000.0) -> None:
+        self._lock = threading.Lock()
+        self._now = float(start_seconds)
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> float:
+        """Move the clock forward by ``seconds`` (>= 0); returns the new time."""
+        if seconds < 0:
+            raise ValueError("a monotonic clock does not go back")
+        with self._lock:
+            self._now += seconds
+            return self._now
