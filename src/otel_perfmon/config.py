@@ -68,7 +68,7 @@ class PerfmonConfig:
     profile_candidate_ratio: float = 0.5
     sampler_interval_seconds: float = 0.005
     sampler_early_interval_seconds: float = 0.01
-    sampler_budget: float = 0.01
+    sampler_budget: float = 0.008
     inflight_multiple: float = 5.0
 
     def report_url(self, report_id: str) -> Optional[str]:
