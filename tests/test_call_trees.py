@@ -17,8 +17,8 @@ import pytest
 from conftest import free_port, gunicorn_argv, http_get, read_reports, run_server, uvicorn_argv, wait_until
 
 THRESHOLD = 0.3
-CULPRIT = 0.4
-RENDER = 0.2
+CULPRIT = 0.6
+RENDER = 0.3
 SHARE = CULPRIT / (CULPRIT + RENDER)  # 0.67
 _LINE = re.compile(r"^[\s│├└─]*(\d+\.\d+)\s+(?:\[\w+\]\s+)?([\w.<>]+)")
 

@@ -68,7 +68,9 @@ def test_reports_and_links(fastapi_run):
             assert report["profile"]["mode"] == "full" and report["profile"]["coverage"] > 0.9
         else:
             assert report["profile"]["mode"] in ("full", "sampled")  # stack samples of the whole span
-            assert report["profile"]["coverage"] >= 0.9, report["profile"]
+            # 0.6 s spans: the tail after the last sample (one interval, longer on a loaded
+            # machine) is a larger share than in tests/test_call_trees.py
+            assert report["profile"]["coverage"] >= 0.8, report["profile"]
     assert reports["/items/{item_id}"]["http"]["path"] == "/items/3"
     assert reports["/items/{item_id}"]["http"]["query"] == "q=x"
 

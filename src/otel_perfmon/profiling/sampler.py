@@ -105,12 +105,14 @@ class SpanSamples:
     __slots__ = ("span_start", "records", "sample_count", "covered_seconds", "last_at", "last_leaf",
                  "from_threshold", "cpu_first", "cpu_last", "full", "_frames", "_lines", "_ids", "_pos", "_thread")
 
-    def __init__(self, span_start: float, from_threshold: bool) -> None:
+    def __init__(self, span_start: float, from_threshold: bool, first_at: Optional[float] = None) -> None:
+        """``first_at``: what the first sample stands for starts there (default the span's start;
+        for samples taken only from the threshold on, the moment the span passed it)."""
         self.span_start = span_start
         self.records: List[List[Any]] = []  # [stack (pyinstrument identifiers), seconds]
         self.sample_count = 0
         self.covered_seconds = 0.0
-        self.last_at = span_start
+        self.last_at = span_start if first_at is None else first_at
         self.last_leaf: Any = None  # the innermost frame of the previous sample
         self.from_threshold = from_threshold  # first sampled after the threshold (no early sampling)
         self.cpu_first: Optional[float] = None
@@ -286,12 +288,14 @@ class StackSampler:
                 wake_at = min(wake_at, start + entry.threshold_seconds)
                 continue
             samples = entry.samples
-            due = (samples.last_at if samples is not None else start) + interval
+            due = samples.last_at + interval if samples is not None else start + min(interval, entry.threshold_seconds)
             if due > now:
                 wake_at = min(wake_at, due)
                 continue
             if samples is None:
-                samples = entry.samples = SpanSamples(start, from_threshold=early <= 0)
+                from_threshold = early <= 0
+                samples = entry.samples = SpanSamples(
+                    start, from_threshold, first_at=start + entry.threshold_seconds if from_threshold else None)
             elif samples.full:
                 continue
             if frames is None:
