@@ -50,6 +50,7 @@ class PerfmonConfig:
 
     enabled: bool = True
     threshold_seconds: float = 1.0
+    task_threshold_seconds: Optional[float] = None  # CONSUMER spans (Celery tasks); None: threshold_seconds
     dedup_window_seconds: float = 864000.0
     report_dir: str = "./perfmon-reports"
     dedup_store: str = "sqlite"
@@ -81,6 +82,7 @@ class PerfmonConfig:
 _ENV: Dict[str, Tuple[str, Callable[[str], Any]]] = {
     "enabled": (ev.OTEL_PERFMON_ENABLED, parse_bool),
     "threshold_seconds": (ev.OTEL_PERFMON_THRESHOLD_SECONDS, parse_float),
+    "task_threshold_seconds": (ev.OTEL_PERFMON_TASK_THRESHOLD_SECONDS, parse_float),
     "dedup_window_seconds": (ev.OTEL_PERFMON_DEDUP_WINDOW_SECONDS, parse_float),
     "report_dir": (ev.OTEL_PERFMON_REPORT_DIR, str.strip),
     "dedup_store": (ev.OTEL_PERFMON_DEDUP_STORE, str.strip),
@@ -145,6 +147,8 @@ def validate(config: PerfmonConfig) -> PerfmonConfig:
         raise ConfigurationError(f"enabled must be a bool, got {config.enabled!r}")
     values: Dict[str, Any] = {"enabled": config.enabled}
     values["threshold_seconds"] = _positive_number("threshold_seconds", config.threshold_seconds)
+    if config.task_threshold_seconds is not None:
+        values["task_threshold_seconds"] = _positive_number("task_threshold_seconds", config.task_threshold_seconds)
     values["dedup_window_seconds"] = _positive_number(
         "dedup_window_seconds", config.dedup_window_seconds, allow_zero=True)
     values["profile_interval_seconds"] = _positive_number(

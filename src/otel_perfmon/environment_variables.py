@@ -17,6 +17,7 @@ Master switch: false adds nothing to the TracerProvider. Default: `true`.
 """
 
 OTEL_PERFMON_THRESHOLD_SECONDS = "OTEL_PERFMON_THRESHOLD_SECONDS"
+OTEL_PERFMON_TASK_THRESHOLD_SECONDS = "OTEL_PERFMON_TASK_THRESHOLD_SECONDS"
 """.. envvar:: OTEL_PERFMON_THRESHOLD_SECONDS
 
 A span slower than this (seconds) is slow and gets a report. Default: `1`.

@@ -48,6 +48,7 @@ _logger = logging.getLogger(__name__)
 __all__ = ["FORCED_THRESHOLD", "PerfmonSpanProcessor", "force_threshold", "span_fingerprint"]
 
 _SERVER = SpanKind.SERVER
+_CONSUMER = SpanKind.CONSUMER
 _get_running_loop = asyncio._get_running_loop
 _current_task = asyncio.current_task
 _get_ident = threading.get_ident
@@ -86,6 +87,8 @@ class PerfmonSpanProcessor(SpanProcessor):
         metrics.register(self.stats)  # perfmon.* instruments on the global MeterProvider
         self._active = config.enabled  # False when disabled or shut down: the hooks return at once
         self._threshold = config.threshold_seconds
+        task_threshold = config.task_threshold_seconds
+        self._task_threshold = task_threshold if task_threshold is not None else config.threshold_seconds
         self._policy = policy = build_policy(config)
         self._should_profile = policy.should_profile  # bound once: called per span
         self._on_span_end = policy.on_span_end
@@ -119,13 +122,14 @@ class PerfmonSpanProcessor(SpanProcessor):
         if not self._active:
             return
         try:
-            if span.kind is _SERVER:
+            kind = span.kind
+            if kind is _SERVER or kind is _CONSUMER:  # a request, or a task (Celery's run/<task>)
                 parent = span.parent
                 if parent is not None and parent.is_valid and not parent.is_remote:
                     return
                 if self._url_filter.active and not self._url_filter.allows(span.attributes or {}, span.name):
                     return
-                threshold = self._threshold
+                threshold = self._threshold if kind is _SERVER else self._task_threshold
             elif _forced_in_use:  # an @profile span: any kind, any parent
                 forced = FORCED_THRESHOLD.get()
                 if forced is None:
