@@ -17,10 +17,16 @@ Master switch: false adds nothing to the TracerProvider. Default: `true`.
 """
 
 OTEL_PERFMON_THRESHOLD_SECONDS = "OTEL_PERFMON_THRESHOLD_SECONDS"
-OTEL_PERFMON_TASK_THRESHOLD_SECONDS = "OTEL_PERFMON_TASK_THRESHOLD_SECONDS"
 """.. envvar:: OTEL_PERFMON_THRESHOLD_SECONDS
 
 A span slower than this (seconds) is slow and gets a report. Default: `1`.
+"""
+
+OTEL_PERFMON_TASK_THRESHOLD_SECONDS = "OTEL_PERFMON_TASK_THRESHOLD_SECONDS"
+""".. envvar:: OTEL_PERFMON_TASK_THRESHOLD_SECONDS
+
+Threshold (seconds) for local-root CONSUMER spans (Celery tasks); unset uses the request
+threshold. Default: `unset`.
 """
 
 OTEL_PERFMON_DEDUP_WINDOW_SECONDS = "OTEL_PERFMON_DEDUP_WINDOW_SECONDS"
