@@ -219,23 +219,43 @@ def _policy_spec(spec: Any) -> Any:
                              f"and on_span_end(), got {spec!r}")
 
 
+_MISSING = object()
+
+
+def _env_field(name: str, environ: Mapping[str, str], defaults: PerfmonConfig) -> Any:
+    # the validated value of one field's variable, or _MISSING (unset, or bad: warned)
+    var, parse = _ENV[name]
+    raw = environ.get(var)
+    if raw is None or raw.strip() == "":
+        return _MISSING
+    try:
+        candidate = parse(raw)
+        validate(dataclasses.replace(defaults, **{name: candidate}))
+    except (ValueError, ConfigurationError) as exc:
+        _logger.warning("otel-perfmon: ignoring %s=%r (%s); using the default %r",
+                        var, raw, exc, getattr(defaults, name))
+        return _MISSING
+    return candidate
+
+
+def env_value(name: str, environ: Optional[Mapping[str, str]] = None) -> Any:
+    """The value of config field ``name`` from its ``OTEL_PERFMON_*`` variable, or the field's
+    default when unset or invalid (warned): the one rule, for code that needs one field (e.g.
+    an exporter built directly reads ``export_timeout_seconds``). Any thread; no I/O."""
+    defaults = PerfmonConfig()
+    value = _env_field(name, os.environ if environ is None else environ, defaults)
+    return getattr(defaults, name) if value is _MISSING else value
+
+
 def config_from_env(environ: Optional[Mapping[str, str]] = None) -> PerfmonConfig:
     """A config from ``OTEL_PERFMON_*`` variables; bad values warn and keep the default."""
     environ = os.environ if environ is None else environ
     defaults = PerfmonConfig()
     values: Dict[str, Any] = {}
-    for name, (var, parse) in _ENV.items():
-        raw = environ.get(var)
-        if raw is None or raw.strip() == "":
-            continue
-        try:
-            candidate = parse(raw)
-            validate(dataclasses.replace(defaults, **{name: candidate}))
-        except (ValueError, ConfigurationError) as exc:
-            _logger.warning("otel-perfmon: ignoring %s=%r (%s); using the default %r",
-                            var, raw, exc, getattr(defaults, name))
-            continue
-        values[name] = candidate
+    for name in _ENV:
+        value = _env_field(name, environ, defaults)
+        if value is not _MISSING:
+            values[name] = value
     return dataclasses.replace(defaults, **values)
 
 

@@ -9,16 +9,14 @@ every configured secret scrubbed from the text. The option helpers raise
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 from urllib.parse import unquote, urlsplit
 
-from otel_perfmon import environment_variables as ev
+from otel_perfmon.config import env_value
 from otel_perfmon.exporters._http import DEFAULT_BACKOFF_SECONDS, DEFAULT_MAX_RETRIES, ExportError
 from otel_perfmon.exporters.base import ExportResult, ReportExporter
 
 _logger = logging.getLogger("otel_perfmon.exporters")
-DEFAULT_TIMEOUT_SECONDS = 30.0
 
 
 def config_error(exporter: str, message: str) -> Exception:
@@ -114,17 +112,9 @@ def env_headers(environ: Mapping[str, str], name: str) -> Dict[str, str]:
 
 
 def default_timeout(environ: Optional[Mapping[str, str]] = None) -> float:
-    """``OTEL_PERFMON_EXPORT_TIMEOUT_SECONDS`` when valid and > 0, else 30 (seconds)."""
-    environ = os.environ if environ is None else environ
-    raw = env_str(environ, ev.OTEL_PERFMON_EXPORT_TIMEOUT_SECONDS)
-    if raw is not None:
-        try:
-            value = float(raw)
-            if 0 < value < float("inf"):
-                return value
-        except ValueError:
-            pass
-    return DEFAULT_TIMEOUT_SECONDS
+    """``OTEL_PERFMON_EXPORT_TIMEOUT_SECONDS`` when valid, else its default (30 s): the config
+    table's rule (:func:`otel_perfmon.config.env_value`)."""
+    return float(env_value("export_timeout_seconds", environ))
 
 
 class NotifierExporter(ReportExporter):
