@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional, TypeVar, overload
 from opentelemetry import trace
 
 from otel_perfmon.errors import ConfigurationError
-from otel_perfmon.processor import FORCED_THRESHOLD, force_threshold
+from otel_perfmon.tracking import FORCED_THRESHOLD, force_threshold
 
 F = TypeVar("F", bound=Callable[..., Any])
 

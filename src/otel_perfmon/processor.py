@@ -23,7 +23,6 @@ import logging
 import os
 import threading
 import time
-from contextvars import ContextVar
 from typing import Any, Dict, List, Optional
 
 from opentelemetry.context import Context
@@ -41,7 +40,7 @@ from otel_perfmon.profiling.sampler import StackSampler
 from otel_perfmon.report.capture import UrlFilter, capture_span, find_request_headers, span_fingerprint
 from otel_perfmon.slow import SlowSpans
 from otel_perfmon.stats import Stats, log_once
-from otel_perfmon.tracking import OpenSpan, target_for_context
+from otel_perfmon.tracking import FORCED_THRESHOLD, OpenSpan, force_threshold, forced_in_use, target_for_context
 
 _logger = logging.getLogger(__name__)
 
@@ -52,22 +51,6 @@ _CONSUMER = SpanKind.CONSUMER
 _get_running_loop = asyncio._get_running_loop
 _current_task = asyncio.current_task
 _get_ident = threading.get_ident
-
-#: Set by ``@profile`` around the start of its span (through :func:`force_threshold`): its
-#: threshold in seconds (<= 0: the configured one). Spans started while it is set are
-#: tracked whatever their kind.
-FORCED_THRESHOLD: ContextVar[Optional[float]] = ContextVar("otel_perfmon_forced_threshold", default=None)
-#: True once ``@profile`` has started a span in this process: until then ``on_start`` skips
-#: the ContextVar read for spans that are not server spans.
-_forced_in_use = False
-
-
-def force_threshold(threshold_seconds: float) -> Any:
-    """Mark spans started from now on in this context as ``@profile`` spans with this threshold
-    (seconds; <= 0: the configured one). Returns the token for ``FORCED_THRESHOLD.reset``."""
-    global _forced_in_use
-    _forced_in_use = True
-    return FORCED_THRESHOLD.set(threshold_seconds)
 
 
 class PerfmonSpanProcessor(SpanProcessor):
@@ -130,7 +113,7 @@ class PerfmonSpanProcessor(SpanProcessor):
                 if self._url_filter.active and not self._url_filter.allows(span.attributes or {}, span.name):
                     return
                 threshold = self._threshold if kind is _SERVER else self._task_threshold
-            elif _forced_in_use:  # an @profile span: any kind, any parent
+            elif forced_in_use():  # an @profile span: any kind, any parent
                 forced = FORCED_THRESHOLD.get()
                 if forced is None:
                     return
@@ -212,31 +195,18 @@ class PerfmonSpanProcessor(SpanProcessor):
         """The open span the calling context runs under (``run_sync`` wrapper, event loop)."""
         return target_for_context(self._tracked)
 
-    def link_attributes(self, report_id: str) -> Dict[str, Any]:
-        """The ``perfmon.*`` attributes that link a slow span to ``report_id``."""
-        return self.slow.link_attributes(report_id)
-
     def stats_snapshot(self) -> Dict[str, Any]:
-        """``stats()``: the counters plus ``profiled_fraction`` (profiled / started spans) and
-        ``profiling_seconds_estimate`` (upper-bound estimate of the time profiling cost, s)."""
-        values: Dict[str, Any] = self.stats.snapshot()
-        values["profiled_fraction"] = self.stats.profiled_fraction(values)
-        for key in ("profiling_seconds_estimate", "sampler_cpu_seconds", "sampler_max_pass_seconds"):
-            values[key] = round(values[key], 6)
-        return values
+        """``stats()``: see :meth:`otel_perfmon.stats.Stats.report`."""
+        return self.stats.report()
 
     def _dropped(self, captured: Any) -> None:
-        self.stats.incr("reports_dropped")
-        log_once(_logger, "queue-full", "report queue full or closed; slow span reports are being dropped",
-                 exc_info=False)
+        self.stats.dropped()
 
     def _background_error(self, exc: BaseException) -> None:
-        self.stats.incr("internal_errors")
-        log_once(_logger, f"background:{type(exc).__name__}", "background error: %r", exc)
+        self.stats.error(f"background:{type(exc).__name__}", "background error: %r", exc)
 
     def _hook_error(self, hook: str) -> None:
-        self.stats.incr("internal_errors")
-        log_once(_logger, f"hook:{hook}", "error in %s (the request is unaffected)", hook)
+        self.stats.error(f"hook:{hook}", "error in %s (the request is unaffected)", hook)
 
     # ------------------------------------------------------------------ lifecycle
     def force_flush(self, timeout_millis: int = 30000) -> bool:

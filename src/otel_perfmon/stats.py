@@ -5,9 +5,11 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from typing import Dict, Set
+from typing import Any, Dict, Set
 
 from otel_perfmon._fork import reset_after_fork
+
+_logger = logging.getLogger("otel_perfmon.processor")
 
 STAT_KEYS = (
     "spans_started",         # eligible spans seen (local-root SERVER spans, @profile spans)
@@ -62,6 +64,26 @@ class Stats:
         # the next value the count would return, read without consuming it: repr is "count(N)"
         values["spans_started"] += int(repr(self._started)[6:-1])
         return values
+
+    def report(self) -> Dict[str, Any]:
+        """``stats()``: the counters plus ``profiled_fraction`` (profiled / started spans, 0..1);
+        float counters (seconds) rounded to µs."""
+        values: Dict[str, Any] = self.snapshot()
+        values["profiled_fraction"] = self.profiled_fraction(values)
+        for key in ("profiling_seconds_estimate", "sampler_cpu_seconds", "sampler_max_pass_seconds"):
+            values[key] = round(values[key], 6)
+        return values
+
+    def error(self, key: str, message: str, *args: object) -> None:
+        """Count an ``internal_errors`` and log ``message`` once per ``key`` (with the traceback)."""
+        self.incr("internal_errors")
+        log_once(_logger, key, message, *args)
+
+    def dropped(self) -> None:
+        """Count a report lost to a full or closed queue (logged once)."""
+        self.incr("reports_dropped")
+        log_once(_logger, "queue-full", "report queue full or closed; slow span reports are being dropped",
+                 exc_info=False)
 
     def profiled_fraction(self, values: Dict[str, float]) -> float:
         """spans_profiled / spans_started of a snapshot (0..1)."""

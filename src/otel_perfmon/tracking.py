@@ -17,9 +17,31 @@ of every request-level measurement.
 from __future__ import annotations
 
 import asyncio
+from contextvars import ContextVar
 from typing import Any, Dict, List, Optional
 
 from opentelemetry.trace import get_current_span
+
+#: Set by ``@profile`` around the start of its span (through :func:`force_threshold`): its
+#: threshold in seconds (<= 0: the configured one). Spans started while it is set are
+#: tracked whatever their kind.
+FORCED_THRESHOLD: ContextVar[Optional[float]] = ContextVar("otel_perfmon_forced_threshold", default=None)
+#: True once ``@profile`` has started a span in this process: until then ``on_start`` skips
+#: the ContextVar read for spans that are not server spans.
+_forced_in_use = False
+
+
+def forced_in_use() -> bool:
+    """True once ``@profile`` has started a span in this process (cheap: a global read)."""
+    return _forced_in_use
+
+
+def force_threshold(threshold_seconds: float) -> Any:
+    """Mark spans started from now on in this context as ``@profile`` spans with this threshold
+    (seconds; <= 0: the configured one). Returns the token for ``FORCED_THRESHOLD.reset``."""
+    global _forced_in_use
+    _forced_in_use = True
+    return FORCED_THRESHOLD.set(threshold_seconds)
 
 
 class OpenSpan:
