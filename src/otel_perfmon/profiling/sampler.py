@@ -61,7 +61,7 @@ WEIGHT_CAP_INTERVALS = 4.0
 #: A pass releases the GIL after holding it this long (seconds; the goal is 0.5 ms, and the OS
 #: may preempt the thread while it holds the GIL).
 MAX_GIL_HOLD_SECONDS = 0.00025
-#: Longest sleep while no span is open (seconds): the first sample of a span that starts
+#: Longest sleep while no open span is due (seconds): the first sample of a span that starts
 #: then comes at most this late (its weight is capped, so coverage shows it).
 MAX_IDLE_WAIT_SECONDS = 0.05
 
@@ -255,15 +255,19 @@ class StackSampler:
             stats = self._stats
             stats.incr("sampler_passes")
             stats.incr("sampler_cpu_seconds", cpu)
+            # stay within the budget: this loop's CPU time is at most `budget` of (loop + sleep)
+            least = self._least_wait = cpu * (1.0 - self.budget) / self.budget
             if sampled:
                 stats.incr("sampler_samples", sampled)
                 stats.set_max("sampler_max_pass_seconds", longest)
                 idle_wait = self.early_interval_seconds or self.late_interval_seconds
-            elif not self._table:
+                wait = max(least, min(wake_at - time.time(), idle_wait))
+            else:
+                # nothing was due: fast requests only, or none. Back off (up to 50 ms), so a
+                # server of fast requests does not pay a wake-up per interval; a span that turns
+                # out long gets its first sample that much later, and its weight says so.
                 idle_wait = min(idle_wait * 2, MAX_IDLE_WAIT_SECONDS)
-            # stay within the budget: this pass's CPU time is at most `budget` of (pass + sleep)
-            least = self._least_wait = cpu * (1.0 - self.budget) / self.budget
-            wait = max(least, min(wake_at - time.time(), idle_wait))
+                wait = max(least, idle_wait)
             time.sleep(max(wait, 0.0))  # cheaper than an Event's timed wait; close() waits for it
 
     def _pass(self) -> tuple[int, float, float]:
