@@ -158,7 +158,7 @@ OTEL_PERFMON_SAMPLER_BUDGET = "OTEL_PERFMON_SAMPLER_BUDGET"
 """.. envvar:: OTEL_PERFMON_SAMPLER_BUDGET
 
 Share of one CPU core (0-1) the stack sampler thread may use; it stretches its intervals to
-stay within it. Default: `0.008`.
+stay within it; 0 turns stack sampling off. Default: `0.008`.
 """
 
 OTEL_PERFMON_INFLIGHT_MULTIPLE = "OTEL_PERFMON_INFLIGHT_MULTIPLE"
