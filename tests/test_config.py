@@ -229,7 +229,7 @@ def test_defaults(tmp_path):
     assert resolved.exporters == []
     assert resolved.report_url_template is None and resolved.report_url("abc12345") is None
     assert resolved.profile_interval_seconds == 0.001
-    # "always" until the overhead issue lands, then "adaptive" (DESIGN.md)
+    # "always" until the overhead issue landed, then "adaptive" (docs/configuration.md)
     assert resolved.profile_policy in ("always", "adaptive")
     assert resolved.queue_size == 1000
     assert resolved.export_timeout_seconds == 30

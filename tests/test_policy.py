@@ -282,7 +282,7 @@ def test_unrouted_requests_share_one_fingerprint(pipeline):
 
 
 def test_a_custom_policy_object_decides_from_the_span(pipeline):
-    """The README's policy object: should_profile gets the SDK span at start (name and the
+    """The policy object of docs/contract.md: should_profile gets the SDK span at start (name and the
     instrumentor's attributes), on_span_end is called only as span_end_min_seconds says."""
     seen, ended = [], []
 

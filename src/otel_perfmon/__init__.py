@@ -21,7 +21,7 @@ Configuration (any field also as a keyword to ``configure_perfmon``)::
     export OTEL_PERFMON_EXCLUDE_URLS=/health,/metrics
     export OTEL_PERFMON_REPORT_URL_TEMPLATE=https://perf.example.com/reports/{report_id}
 
-See README.md for every variable.
+docs/configuration.md lists every variable.
 """
 
 from typing import Any

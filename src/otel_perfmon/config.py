@@ -43,7 +43,7 @@ __all__ = ["ConfigurationError", "PerfmonConfig", "REDACTED", "SENSITIVE_NAME_PA
 class PerfmonConfig:
     """Every setting of otel-perfmon. Units are in the names (seconds).
 
-    See the table in README.md / DESIGN.md for the matching ``OTEL_PERFMON_*`` variables.
+    docs/configuration.md lists the matching ``OTEL_PERFMON_*`` variables (generated from ``_ENV``).
     Construction validates nothing; :func:`resolve_config` validates and raises
     :class:`ConfigurationError` naming the first bad field.
     """

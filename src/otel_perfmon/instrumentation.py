@@ -13,7 +13,7 @@ Usage (the app never imports otel_perfmon)::
 The launcher runs the SDK configurator first (TracerProvider, MeterProvider, LoggerProvider
 from the ``OTEL_*`` variables), then every ``opentelemetry_instrumentor`` entry point; ours
 calls :func:`otel_perfmon.configure_perfmon` with no arguments, so it is configured only by the
-``OTEL_PERFMON_*`` variables (see README.md), and adds its SpanProcessor to that provider
+``OTEL_PERFMON_*`` variables (docs/configuration.md), and adds its SpanProcessor to that provider
 (or to the one the app sets later). OTel's Flask / FastAPI instrumentors create the SERVER
 spans. gunicorn imports the app in the master and forks the workers; otel-perfmon's
 threads start lazily and again in each worker (``os.register_at_fork``). At interpreter exit

@@ -121,7 +121,7 @@ def run_test_notifiers(environ: Optional[Mapping[str, str]] = None, stdout: Opti
     names = parse_list(environ.get(ev.OTEL_PERFMON_EXPORTERS, ""))
     if not names:
         print(f"no exporters configured: set {ev.OTEL_PERFMON_EXPORTERS} (e.g. webhook,slack,email) "
-              "and their variables (see README, 'Exporters and notifiers')", file=stderr)
+              "and their variables (see docs/exporters.md)", file=stderr)
         return 2
     try:
         exporters = build_exporters(validate_exporter_specs(names), environ)

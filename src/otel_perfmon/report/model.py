@@ -108,7 +108,7 @@ class Report:
         return [self.json_path, self.html_path, self.md_path]
 
     def to_dict(self) -> Dict[str, Any]:
-        """The report JSON (DESIGN.md schema_version 1)."""
+        """The report JSON (schema_version 1, docs/report-schema.md)."""
         data: Dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "report_id": self.report_id,
