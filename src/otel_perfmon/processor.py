@@ -40,7 +40,14 @@ from otel_perfmon.profiling.sampler import StackSampler
 from otel_perfmon.report.capture import UrlFilter, capture_span, find_request_headers, span_fingerprint
 from otel_perfmon.slow import SlowSpans
 from otel_perfmon.stats import Stats, log_once
-from otel_perfmon.tracking import FORCED_THRESHOLD, OpenSpan, force_threshold, forced_in_use, target_for_context
+from otel_perfmon.tracking import (
+    FORCED_THRESHOLD,
+    MAX_CHILD_SPANS,
+    OpenSpan,
+    force_threshold,
+    forced_in_use,
+    target_for_context,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -85,6 +92,7 @@ class PerfmonSpanProcessor(SpanProcessor):
         self.report_dir = os.path.abspath(config.report_dir)
         self.store = store if store is not None else open_store(config.dedup_store, self.report_dir)
         self._tracked: Dict[int, OpenSpan] = {}
+        self._roots: Dict[int, OpenSpan] = {}  # trace id -> its outermost open tracked span
         self.dispatcher = Dispatcher(exporters or [], config.export_timeout_seconds, config.queue_size, self.stats)
         self._sampler = StackSampler(self._tracked, config.sampler_early_interval_seconds,
                                      config.sampler_interval_seconds, config.sampler_budget, self.stats)
@@ -123,8 +131,10 @@ class PerfmonSpanProcessor(SpanProcessor):
             self._count_started()
             loop = _get_running_loop()
             open_span = OpenSpan(span, threshold, _get_ident(), _current_task(loop) if loop is not None else None)
-            span_id = span.context.span_id
+            context = span.context
+            span_id = context.span_id
             self._tracked[span_id] = open_span
+            self._roots.setdefault(context.trace_id, open_span)
             if span_id < self._consult_below or self._policy.wants_all_spans:
                 try:  # a failing policy costs the span its profiler, not its watchdog or report
                     if self._should_profile(span):
@@ -155,9 +165,22 @@ class PerfmonSpanProcessor(SpanProcessor):
         """SDK hook, request thread / event loop: stop the profiler; for a slow span capture the
         request data (redacted) and enqueue it (~70 µs). Never raises, never blocks on I/O."""
         try:
-            open_span = self._tracked.pop(span.context.span_id, None)
+            context = span.context
+            open_span = self._tracked.pop(context.span_id, None)
             if open_span is None:
+                # a span of a tracked trace is kept for its report; of any other, one lookup
+                root = self._roots.get(context.trace_id)
+                if root is not None:
+                    children = root.children
+                    if children is None:
+                        root.children = children = []
+                    if len(children) < MAX_CHILD_SPANS:
+                        children.append(span)
+                    else:
+                        root.children_dropped += 1
                 return
+            if self._roots.get(context.trace_id) is open_span:
+                del self._roots[context.trace_id]
             open_span.ended = True
             profile = open_span.profile
             if profile is not None and profile.thread_id != _get_ident():

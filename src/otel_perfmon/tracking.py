@@ -44,19 +44,25 @@ def force_threshold(threshold_seconds: float) -> Any:
     return FORCED_THRESHOLD.set(threshold_seconds)
 
 
+#: At most this many ended spans of a tracked trace are kept for its report (then counted).
+MAX_CHILD_SPANS = 1000
+
+
 class OpenSpan:
     """One tracked span while it is open (and, for a slow one, until its report is built).
 
     Written by the request thread: ``span``, ``threshold_seconds``, ``thread_id``, ``task``
     (the asyncio task, or None on a plain thread), ``profile`` (a SpanProfile or None),
-    ``ended``. By the run_sync wrapper: ``worker_thread_id`` (the anyio worker thread running
+    ``ended``, ``children`` (the trace's other spans that ended in this process while it was
+    the trace's tracked root, at most ``MAX_CHILD_SPANS``; ``children_dropped`` counts the rest).
+    By the run_sync wrapper: ``worker_thread_id`` (the anyio worker thread running
     a sync route for this span). By the sampler thread: ``samples``. By the watchdog:
     ``fired``. By whichever background thread claims first (under the claim lock): ``claim``.
     By the worker: ``notified``.
     """
 
     __slots__ = ("span", "threshold_seconds", "thread_id", "task", "profile", "ended", "worker_thread_id",
-                 "samples", "fired", "claim", "notified")
+                 "samples", "fired", "claim", "notified", "children", "children_dropped")
 
     def __init__(self, span: Any, threshold_seconds: float, thread_id: int, task: Any) -> None:
         self.span = span
@@ -70,6 +76,8 @@ class OpenSpan:
         self.fired = False
         self.claim: Any = None
         self.notified = False
+        self.children: Optional[List[Any]] = None  # ended spans of this trace in this process
+        self.children_dropped = 0
 
     @property
     def span_id(self) -> int:
