@@ -26,6 +26,8 @@ from typing import Any, Dict, List, Optional
 
 import jinja2
 
+from otel_perfmon.report.spans import describe
+
 #: Version of the webhook payload layout (``summary``); bumped on incompatible changes.
 SUMMARY_SCHEMA_VERSION = 1
 SUMMARY_EVENT = "perfmon.slow_request"
@@ -54,7 +56,9 @@ def summary(report: Any, sent_at: Optional[str] = None) -> Dict[str, Any]:
     ``fingerprint``, ``service_name``, ``trace_id``, ``span_id``, ``span_name``,
     ``http`` (``method``, ``route``, ``path``, ``status_code``), ``duration_ms``,
     ``threshold_ms``, ``start_time``, ``end_time``, ``hotspots`` (top 5: ``function``,
-    ``file``, ``line``, ``self_ms``, ``percent``), ``report_url`` (or null), ``host``
+    ``file``, ``line``, ``self_ms``, ``percent``), ``n_plus_one`` (top 5 repeated statements or
+    URL templates: ``kind``, ``count``, ``total_ms``, ``statement`` or ``method`` and ``url``),
+    ``report_url`` (or null), ``host``
     (``hostname``, ``pid``), ``text`` (one-line plain title) and ``sent_at`` (ISO-8601 UTC).
     No headers, no query string, no call tree.
     """
@@ -77,6 +81,7 @@ def summary(report: Any, sent_at: Optional[str] = None) -> Dict[str, Any]:
         "start_time": getattr(report, "start_time", None),
         "end_time": getattr(report, "end_time", None),
         "hotspots": [_hotspot(h) for h in list(report.hotspots or [])[:TOP_HOTSPOTS]],
+        "n_plus_one": [dict(finding) for finding in list(getattr(report, "n_plus_one", None) or [])[:TOP_HOTSPOTS]],
         "report_url": getattr(report, "url", None),
         "host": {"hostname": host.get("hostname"), "pid": host.get("pid")},
         "text": title(report),
@@ -102,6 +107,9 @@ def _facts(report: Any) -> Dict[str, Any]:
         "report_id": one_line(report.report_id, 64),
         "url": getattr(report, "url", None),
         "hotspots": spots,
+        # "N+1: `SELECT … WHERE id = ?` × 120, 480 ms" (statements are already literal-free)
+        "n_plus_one": [one_line(describe(finding), 300) for finding in list(getattr(report, "n_plus_one", None)
+                                                                                or [])[:TOP_HOTSPOTS]],
     }
 
 
@@ -139,6 +147,7 @@ def slack_text(report: Any) -> str:
         lines.append(f"Report: <{url}|{slack_escape(f['report_id'])}>")
     else:
         lines.append(f"Report id: {_slack_code(f['report_id'])}")
+    lines += [f":warning: {slack_escape(line)}" for line in f["n_plus_one"]]
     if f["hotspots"]:
         lines.append("Top hotspots:")
         lines += [f"• {_slack_code(h['function'])} {_slack_code(h['where'])} {h['self_ms']:.1f} ms "
@@ -174,6 +183,7 @@ def markdown_text(report: Any) -> str:
         lines.append(f"Report: [{f['report_id']}]({_md_link(f['url'])})")
     else:
         lines.append(f"Report id: {markdown_code(f['report_id'])}")
+    lines += [f"**{one_line(line).replace('@', '@' + chr(0x200B))}**" for line in f["n_plus_one"]]
     if f["hotspots"]:
         lines += ["", "| function | where | self ms | % |", "|---|---|---:|---:|"]
         lines += [f"| {markdown_code(h['function'])} | {markdown_code(h['where'])} | {h['self_ms']:.1f} | "
@@ -192,7 +202,8 @@ Duration: {{ f.duration }} (threshold {{ f.threshold }})
 Service: {{ f.service }}
 Trace id: {{ f.trace_id }}  span id: {{ f.span_id }}
 {% if f.url %}Report: {{ f.url }}{% else %}Report id: {{ f.report_id }}{% endif %}
-{% if f.hotspots %}
+{% for line in f.n_plus_one %}{{ line }}
+{% endfor %}{% if f.hotspots %}
 Top hotspots:
 {% for h in f.hotspots %}  {{ "%8.1f"|format(h.self_ms) }} ms {{ "%5.1f"|format(h.percent) }}%  {{ h.function }} ({{ h.where }})
 {% endfor %}{% endif %}{% if attached %}
@@ -209,7 +220,8 @@ _HTML = """<!doctype html>
 <tr><th align="left">Span id</th><td><code>{{ f.span_id }}</code></td></tr>
 <tr><th align="left">Report</th><td>{% if f.url %}<a href="{{ f.url }}">{{ f.report_id }}</a>{% else %}<code>{{ f.report_id }}</code>{% endif %}</td></tr>
 </table>
-{% if f.hotspots %}<h4>Top hotspots</h4>
+{% for line in f.n_plus_one %}<p><b>{{ line }}</b></p>
+{% endfor %}{% if f.hotspots %}<h4>Top hotspots</h4>
 <table cellpadding="4" border="1" style="border-collapse: collapse">
 <tr><th>function</th><th>where</th><th>self ms</th><th>%</th></tr>
 {% for h in f.hotspots %}<tr><td><code>{{ h.function }}</code></td><td><code>{{ h.where }}</code></td><td align="right">{{ "%.1f"|format(h.self_ms) }}</td><td align="right">{{ "%.1f"|format(h.percent) }}</td></tr>

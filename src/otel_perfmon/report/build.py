@@ -15,6 +15,7 @@ from pyinstrument.renderers import ConsoleRenderer
 from otel_perfmon.profiling.sampler import SpanSamples
 from otel_perfmon.report.ids import iso_utc
 from otel_perfmon.report.model import CapturedSpan, Report
+from otel_perfmon.report.spans import child_spans, repeated_work
 
 TOP_HOTSPOTS = 10
 
@@ -109,6 +110,9 @@ def build_report(captured: CapturedSpan, report_id: str, report_dir: str, url: O
                  fingerprint: str) -> Report:
     """Turn a captured span into a Report (tree building, no I/O). Background worker."""
     session, count, interval, covered, cpu_known = _profile_of(captured)
+    open_span = captured.open_span
+    rows, dropped = child_spans(getattr(open_span, "children", None), captured.start_ns,
+                                getattr(open_span, "children_dropped", 0))
     info = captured.http
     duration_s = (captured.end_ns - captured.start_ns) / 1e9
     return Report(
@@ -137,5 +141,8 @@ def build_report(captured: CapturedSpan, report_id: str, report_dir: str, url: O
         coverage=round(min(1.0, covered / duration_s), 3) if session is not None and duration_s > 0 else 0.0,
         url=url,
         report_dir=report_dir,
+        spans=rows,
+        spans_dropped=dropped,
+        n_plus_one=repeated_work(rows),
         session=session,
     )

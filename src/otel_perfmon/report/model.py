@@ -85,6 +85,12 @@ class Report:
     #: earlier contents of this report id that a better call tree replaced (newest last):
     #: dicts with trace_id, span_id, duration_ms, mode, coverage, start_time
     earlier_versions: List[Dict[str, Any]] = field(default_factory=list)
+    #: the slow span's descendants in this process (report/spans.py rows), by start time
+    spans: List[Dict[str, Any]] = field(default_factory=list)
+    #: descendants left out past the cap (otel_perfmon.tracking.MAX_CHILD_SPANS)
+    spans_dropped: int = 0
+    #: repeated statements / outgoing URL templates (report/spans.py repeated_work)
+    n_plus_one: List[Dict[str, Any]] = field(default_factory=list)
     session: Any = field(default=None, repr=False, compare=False)
 
     def _path(self, suffix: str) -> str:
@@ -138,6 +144,9 @@ class Report:
             data["report_url"] = self.url
         if self.earlier_versions:
             data["earlier_versions"] = [dict(v) for v in self.earlier_versions]
+        data["spans"] = [dict(row) for row in self.spans]
+        data["spans_dropped"] = self.spans_dropped
+        data["n_plus_one"] = [dict(f) for f in self.n_plus_one]
         return data
 
     def version(self) -> Dict[str, Any]:
