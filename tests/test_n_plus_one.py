@@ -42,3 +42,9 @@ def test_n_plus_one_queries_are_listed_and_flagged(workdir):
     assert "N+1" in markdown and "30 ×" in markdown
     html = open(os.path.join(workdir["reports"], report["report_id"] + ".html"), encoding="utf-8").read()
     assert 'id="perfmon-n-plus-one"' in html and 'id="perfmon-spans"' in html
+    runtime = report["runtime"]
+    assert runtime["process"]["server"] == "gunicorn" and runtime["process"]["pid"] == report["host"]["pid"]
+    assert runtime["versions"]["flask"] and runtime["versions"]["pyinstrument"]
+    assert runtime["python"]["implementation"] == "CPython"
+    assert runtime["resource"]["service.name"] == "orders-flask"
+    assert runtime["gc"]["recorded"] is True and runtime["gc"]["collections"] >= 0

@@ -38,6 +38,7 @@ from otel_perfmon.policy import build_policy, estimated_profiling_cost
 from otel_perfmon.profiling import SpanProfile, threads
 from otel_perfmon.profiling.sampler import StackSampler
 from otel_perfmon.report.capture import UrlFilter, capture_span, find_request_headers, span_fingerprint
+from otel_perfmon.report.runtime import install_gc_hook
 from otel_perfmon.slow import SlowSpans
 from otel_perfmon.stats import Stats, log_once
 from otel_perfmon.tracking import (
@@ -105,6 +106,7 @@ class PerfmonSpanProcessor(SpanProcessor):
                                        self.dispatcher.dispatch, self.stats, self.report_dir)
         self._shutdown = False
         threads.add_span_tracker(self)
+        install_gc_hook()  # GC pauses for the reports' runtime block (report/runtime.py)
 
     # ------------------------------------------------------------------ request path
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:

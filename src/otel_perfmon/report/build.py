@@ -15,6 +15,7 @@ from pyinstrument.renderers import ConsoleRenderer
 from otel_perfmon.profiling.sampler import SpanSamples
 from otel_perfmon.report.ids import iso_utc
 from otel_perfmon.report.model import CapturedSpan, Report
+from otel_perfmon.report.runtime import runtime_info
 from otel_perfmon.report.spans import child_spans, repeated_work
 
 TOP_HOTSPOTS = 10
@@ -144,5 +145,7 @@ def build_report(captured: CapturedSpan, report_id: str, report_dir: str, url: O
         spans=rows,
         spans_dropped=dropped,
         n_plus_one=repeated_work(rows),
+        runtime=runtime_info(getattr(getattr(getattr(open_span, "span", None), "resource", None), "attributes", None),
+                             captured.start_ns / 1e9, captured.end_ns / 1e9),
         session=session,
     )

@@ -91,6 +91,8 @@ class Report:
     spans_dropped: int = 0
     #: repeated statements / outgoing URL templates (report/spans.py repeated_work)
     n_plus_one: List[Dict[str, Any]] = field(default_factory=list)
+    #: report/runtime.py: Python, versions, process, OTel resource, GC pauses during the span
+    runtime: Dict[str, Any] = field(default_factory=dict)
     session: Any = field(default=None, repr=False, compare=False)
 
     def _path(self, suffix: str) -> str:
@@ -147,6 +149,8 @@ class Report:
         data["spans"] = [dict(row) for row in self.spans]
         data["spans_dropped"] = self.spans_dropped
         data["n_plus_one"] = [dict(f) for f in self.n_plus_one]
+        if self.runtime:
+            data["runtime"] = dict(self.runtime)
         return data
 
     def version(self) -> Dict[str, Any]:
