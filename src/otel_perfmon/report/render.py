@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 from urllib.parse import quote
 
 import jinja2
@@ -131,23 +131,60 @@ def ensure_report_dir(path: str) -> None:
     os.makedirs(path, mode=0o700, exist_ok=True)
 
 
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+def _temporary_name(path: str) -> str:
+    """The name ``path`` is written under before its rename: ``<path>.tmp-<pid>``, which
+    the viewer index and ``otel-perfmon list`` never read (they read ``<id>.json`` only)."""
+    return f"{path}.tmp-{os.getpid()}"
+
+
+def _write_temporary(path: str, text: str) -> str:
+    """Write ``text`` to ``path``'s temporary name (0600); returns that name. On failure
+    (ENOSPC, EDQUOT, EROFS...) the partial temporary is removed and the error re-raised."""
+    tmp = _temporary_name(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError:
+        _remove_quietly(tmp)
+        raise
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    return tmp
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def write_report_files(report: Report) -> List[str]:
-    """Render and write ``<id>.json``, ``<id>.html``, ``<id>.md``; returns their paths.
+    """Render and write ``<id>.html``, ``<id>.md`` and, last, ``<id>.json``; returns their
+    paths (JSON first, in :data:`RENDERERS` order).
 
-    Raises OSError on I/O failure (the worker counts it). Background worker only.
+    All three are written to temporary names first and renamed only once every one of them
+    is complete, the JSON last: the JSON is what the viewer index and ``otel-perfmon list``
+    read, so a report becomes visible only when its files are all in place, and a failed
+    write (a full disk, a quota, a read-only file system) removes its temporaries and leaves
+    the directory as it was (an earlier version of the report stays intact). Raises OSError
+    on I/O failure (the worker counts it). Background worker only.
     """
     ensure_report_dir(report.report_dir)
-    paths = []
-    for renderer in RENDERERS:
-        path = os.path.join(report.report_dir, f"{report.report_id}.{renderer.suffix}")
-        _write_atomic(path, renderer.render(report))
-        paths.append(path)
+    paths = [os.path.join(report.report_dir, f"{report.report_id}.{renderer.suffix}") for renderer in RENDERERS]
+    order = sorted(range(len(RENDERERS)), key=lambda i: RENDERERS[i].suffix == "json")  # JSON last
+    written: List[Tuple[str, str]] = []
+    try:
+        for i in order:
+            written.append((_write_temporary(paths[i], RENDERERS[i].render(report)), paths[i]))
+        while written:
+            tmp, path = written[0]
+            os.replace(tmp, path)
+            written.pop(0)
+    finally:
+        for tmp, _ in written:
+            _remove_quietly(tmp)
     return paths
