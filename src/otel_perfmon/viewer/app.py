@@ -61,13 +61,17 @@ MAX_LOGIN_BODY_BYTES = 8192
 #: Placeholders a trace-URL template may use (each value is URL-quoted when substituted).
 TRACE_URL_PLACEHOLDERS = ("trace_id", "span_id", "report_id", "service_name")
 
+#: Every page's policy: no script at all, nothing loaded from elsewhere, never framed.
 PAGE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; frame-src 'self'; "
-            "form-action 'self'; base-uri 'none'; frame-ancestors 'self'")
+            "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 #: The report file's own policy, plus a sandbox: its scripts run in an opaque origin that
-#: cannot read the viewer's pages, cookies or API.
+#: cannot read the viewer's pages, cookies or API. Framed by the viewer's report page only.
 TREE_CSP = REPORT_FILE_CSP + "; sandbox allow-scripts allow-popups; frame-ancestors 'self'"
 _SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
                      "Cache-Control": "no-store"}
+#: Added by :class:`~otel_perfmon.viewer.auth.SecurityHeadersMiddleware` to every response
+#: that does not set its own (redirects, 401, 404, 405, 413, 429 included).
+DEFAULT_RESPONSE_HEADERS = {**_SECURITY_HEADERS, "Content-Security-Policy": PAGE_CSP, "X-Frame-Options": "DENY"}
 _TRACE_ID_HEX = frozenset("0123456789abcdef")
 #: Put first into a report file served sandboxed: in an opaque origin ``localStorage`` throws,
 #: which stops pyinstrument's viewer from rendering; this gives it an in-memory stand-in.
@@ -175,19 +179,36 @@ class Viewer:
             autoescape=True, trim_blocks=True, lstrip_blocks=True)
         self.templates.filters["when"] = format_time
         self.templates.filters["ms"] = _milliseconds
+        self.csrf_key = auth.csrf_key(settings.auth_token)
+        #: failed logins per client address; its ``clock`` is the tests' seam
+        self.throttle = auth.LoginThrottle()
 
     # --- helpers ------------------------------------------------------------------------
-    def _render(self, request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    def _render(self, request: Request, name: str, status: int = 200, response_headers: Optional[Dict[str, str]] = None,
+                **context: Any) -> HTMLResponse:
         root: str = request.scope.get("root_path", "").rstrip("/")
 
         def url(path: str, **params: Any) -> str:
             query = urlencode([(k, v) for k, v in params.items() if v not in (None, "")])
             return root + path + ("?" + query if query else "")
 
+        csrf, new_nonce = None, None
+        if self.settings.auth_token:  # the login and logout forms carry a CSRF token
+            nonce = auth.request_cookie(request.scope, auth.CSRF_COOKIE_NAME)
+            if not nonce:
+                nonce = auth.new_csrf_nonce()
+                # a script's POST (not a browser) needs no CSRF token: it gets no cookie either
+                if request.method in ("GET", "HEAD") or auth.is_browser_request(request.scope):
+                    new_nonce = nonce
+            csrf = auth.csrf_token(self.csrf_key, nonce)
         html = self.templates.get_template(name).render(
-            url=url, title=self.settings.title, auth=bool(self.settings.auth_token), **context)
-        return HTMLResponse(html, status_code=status, headers={**_SECURITY_HEADERS,
-                                                               "Content-Security-Policy": PAGE_CSP})
+            url=url, title=self.settings.title, auth=bool(self.settings.auth_token), csrf_token=csrf, **context)
+        response = HTMLResponse(html, status_code=status, headers={**_SECURITY_HEADERS, **(response_headers or {}),
+                                                                   "Content-Security-Policy": PAGE_CSP})
+        if new_nonce is not None:
+            response.set_cookie(auth.CSRF_COOKIE_NAME, new_nonce, path=(root or "/"), httponly=True,
+                                samesite="strict", secure=request.url.scheme == "https")
+        return response
 
     def _file(self, report_id: str, suffix: str) -> Optional[str]:
         """Path of ``<report_id>.<suffix>`` if the id is valid and the file's real path is a
@@ -304,7 +325,8 @@ class Viewer:
         if head >= 0:
             body = body[:head + 6] + STORAGE_SHIM + body[head + 6:]
         return Response(body, media_type="text/html; charset=utf-8",
-                        headers={**_SECURITY_HEADERS, "Content-Security-Policy": TREE_CSP})
+                        headers={**_SECURITY_HEADERS, "Content-Security-Policy": TREE_CSP,
+                                 "X-Frame-Options": "SAMEORIGIN"})
 
     def report_download(self, request: Request) -> Response:
         report_id = request.path_params["report_id"]
@@ -366,29 +388,61 @@ class Viewer:
         return self._render(request, "login.html", next=auth.safe_next(request.query_params.get("next")),
                             error=None)
 
+    @staticmethod
+    async def _form(request: Request) -> Optional[Dict[str, List[str]]]:
+        """The url-encoded body of a POST, or ``None`` when it is larger than MAX_LOGIN_BODY_BYTES."""
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_LOGIN_BODY_BYTES:
+                return None
+        return parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
+
+    def _csrf_failed(self, request: Request, form: Dict[str, List[str]]) -> bool:
+        return not auth.csrf_ok(request.scope, self.csrf_key, (form.get(auth.CSRF_FIELD) or [""])[0])
+
     async def login_submit(self, request: Request) -> Response:
         token = self.settings.auth_token
         root = request.scope.get("root_path", "").rstrip("/")
         if not token:
             return RedirectResponse(root + "/reports", status_code=303)
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_LOGIN_BODY_BYTES:
-                return PlainTextResponse("request body too large", status_code=413)
-        form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
+        client = request.client.host if request.client else ""
+        wait = self.throttle.retry_after(client)
+        if wait:  # locked out: the token is not even looked at
+            return self._too_many(request, wait, "/reports")
+        form = await self._form(request)
+        if form is None:
+            return PlainTextResponse("request body too large", status_code=413)
         target = auth.safe_next((form.get("next") or [""])[0])
+        if self._csrf_failed(request, form):
+            return self._render(request, "login.html", status=403, next=target,
+                                error="The form expired; please log in again.")
         if not auth.token_matches((form.get("token") or [""])[0], token):
-            await asyncio.sleep(0.25)  # slows down guessing; the event loop stays free
+            wait = self.throttle.failed(client)
+            if self.throttle.failure_pause_seconds > 0:
+                await asyncio.sleep(self.throttle.failure_pause_seconds)  # the event loop stays free
+            if wait:
+                return self._too_many(request, wait, target)
             return self._render(request, "login.html", status=401, next=target, error="Wrong token.")
+        self.throttle.succeeded(client)
         response = RedirectResponse(root + target, status_code=303, headers={"Cache-Control": "no-store"})
         response.set_cookie(auth.COOKIE_NAME, auth.cookie_value(token), max_age=auth.COOKIE_MAX_AGE_SECONDS,
                             path=(root or "/"), httponly=True, samesite="strict",
                             secure=request.url.scheme == "https")
         return response
 
+    def _too_many(self, request: Request, wait: int, target: str) -> Response:
+        return self._render(request, "login.html", status=429, response_headers={"Retry-After": str(wait)}, next=target,
+                            error=f"Too many failed logins: try again in {wait} s.")
+
     async def logout(self, request: Request) -> Response:
         root = request.scope.get("root_path", "").rstrip("/")
+        form = await self._form(request)
+        if form is None:
+            return PlainTextResponse("request body too large", status_code=413)
+        if self.settings.auth_token and self._csrf_failed(request, form):
+            return self._render(request, "error.html", status=403,
+                                message="The form expired; reload the page and log out again.")
         response = RedirectResponse(root + "/login", status_code=303)
         response.delete_cookie(auth.COOKIE_NAME, path=(root or "/"), httponly=True, samesite="strict")
         return response
@@ -506,7 +560,10 @@ def create_app(report_dir: str, auth_token: Optional[str] = None, trace_url_temp
         Route("/logout", viewer.logout, methods=["POST"]),
         Route("/static/viewer.css", viewer.stylesheet, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(auth.TokenAuthMiddleware, token=settings.auth_token)])
+    app = Starlette(routes=routes, middleware=[
+        Middleware(auth.SecurityHeadersMiddleware, headers=DEFAULT_RESPONSE_HEADERS),
+        Middleware(auth.TokenAuthMiddleware, token=settings.auth_token)])
     app.state.viewer = viewer
     app.state.index = index
+    app.state.throttle = viewer.throttle
     return app
