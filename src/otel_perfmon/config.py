@@ -15,7 +15,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Pattern, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Pattern, Sequence, Set, Tuple
 
 from otel_perfmon import _plugins
 from otel_perfmon import environment_variables as ev
@@ -71,6 +71,7 @@ class PerfmonConfig:
     sampler_early_interval_seconds: float = 0.01
     sampler_budget: float = 0.008
     inflight_multiple: float = 5.0
+    capture_request_body: str = "medium"
 
     def report_url(self, report_id: str) -> Optional[str]:
         """The link for ``report_id`` from ``report_url_template``, or None when unset."""
@@ -103,6 +104,7 @@ _ENV: Dict[str, Tuple[str, Callable[[str], Any]]] = {
     "sampler_early_interval_seconds": (ev.OTEL_PERFMON_SAMPLER_EARLY_INTERVAL_SECONDS, parse_float),
     "sampler_budget": (ev.OTEL_PERFMON_SAMPLER_BUDGET, parse_float),
     "inflight_multiple": (ev.OTEL_PERFMON_INFLIGHT_MULTIPLE, parse_float),
+    "capture_request_body": (ev.OTEL_PERFMON_CAPTURE_REQUEST_BODY, parse_lower),
 }
 
 
@@ -171,6 +173,10 @@ def validate(config: PerfmonConfig) -> PerfmonConfig:
     if isinstance(config.queue_size, bool) or not isinstance(config.queue_size, int) or config.queue_size < 1:
         raise ConfigurationError(f"queue_size must be an int >= 1, got {config.queue_size!r}")
     values["queue_size"] = config.queue_size
+    body = config.capture_request_body
+    if not isinstance(body, str) or body.strip().lower() not in _BODY_LEVELS:
+        raise ConfigurationError(f"capture_request_body must be one of {list(_BODY_LEVELS)}, got {body!r}")
+    values["capture_request_body"] = body.strip().lower()
     if not isinstance(config.report_dir, (str, os.PathLike)) or not str(config.report_dir):
         raise ConfigurationError(f"report_dir must be a non-empty path, got {config.report_dir!r}")
     values["report_dir"] = os.fspath(config.report_dir)
@@ -220,6 +226,12 @@ def _policy_spec(spec: Any) -> Any:
 
 
 _MISSING = object()
+#: capture_request_body levels (sizes in otel_perfmon.report.request.LEVELS)
+_BODY_LEVELS = ("never", "small", "medium", "always")
+
+
+#: (variable, value) pairs already warned about by :func:`_env_field`.
+_WARNED_ENV: Set[Tuple[str, str]] = set()
 
 
 def _env_field(name: str, environ: Mapping[str, str], defaults: PerfmonConfig) -> Any:
@@ -232,8 +244,10 @@ def _env_field(name: str, environ: Mapping[str, str], defaults: PerfmonConfig) -
         candidate = parse(raw)
         validate(dataclasses.replace(defaults, **{name: candidate}))
     except (ValueError, ConfigurationError) as exc:
-        _logger.warning("otel-perfmon: ignoring %s=%r (%s); using the default %r",
-                        var, raw, exc, getattr(defaults, name))
+        if (var, raw) not in _WARNED_ENV:  # once per process: a CLI reads the environment twice
+            _WARNED_ENV.add((var, raw))
+            _logger.warning("otel-perfmon: ignoring %s=%r (%s); using the default %r",
+                            var, raw, exc, getattr(defaults, name))
         return _MISSING
     return candidate
 
