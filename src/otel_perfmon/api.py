@@ -119,6 +119,10 @@ def configure_perfmon(app: Any = None, tracer_provider: Any = None, config: Opti
                       **overrides: Any) -> Perfmon:
     """Add otel-perfmon to a TracerProvider and (optionally) instrument a Flask/FastAPI app.
 
+    Without ``app``, in a Django project (settings configured, called before
+    ``get_wsgi_application()`` / ``get_asgi_application()``), Django is instrumented with
+    OTel's ``DjangoInstrumentor`` unless it already is.
+
     ``tracer_provider`` defaults to the global one; if the app has not set it yet, the
     processor is attached when ``opentelemetry.trace.set_tracer_provider`` is called.
     ``config`` fields that differ from their defaults win over ``OTEL_PERFMON_*`` env vars;
@@ -131,7 +135,7 @@ def configure_perfmon(app: Any = None, tracer_provider: Any = None, config: Opti
     """
     global _current
     from otel_perfmon.exporters.registry import build_exporters
-    from otel_perfmon.integrations import instrument_app
+    from otel_perfmon.integrations import django, instrument_app
     from otel_perfmon.profiling import threads
 
     resolved = resolve_config(config, overrides)
@@ -161,4 +165,6 @@ def configure_perfmon(app: Any = None, tracer_provider: Any = None, config: Opti
             _current = handle
     if app is not None and resolved.enabled:
         instrument_app(app, handle.tracer_provider)
+    elif resolved.enabled:
+        django.instrument(handle.tracer_provider)  # a Django project: before get_wsgi/asgi_application()
     return handle

@@ -1,4 +1,4 @@
-"""Framework integrations: instrument a Flask or FastAPI app with OTel's own instrumentor."""
+"""Framework integrations: instrument a Flask or FastAPI app, or Django, with OTel's own instrumentor."""
 
 from __future__ import annotations
 
@@ -43,4 +43,7 @@ def instrument_app(app: Any, tracer_provider: Optional[Any]) -> bool:
         from otel_perfmon.integrations import fastapi
 
         return fastapi.instrument(app, tracer_provider)
+    if "django" in modules:
+        raise ConfigurationError("a Django application is instrumented by configure_perfmon() without app=, "
+                                 "called before get_wsgi_application() / get_asgi_application()")
     raise ConfigurationError(f"app must be a Flask or FastAPI application, got {type(app).__name__}")

@@ -176,6 +176,9 @@ class UrlFilter:
             return True
         info = http_info(attributes, span_name)
         candidates = [c for c in (info["path"], info["route"]) if c]
+        route = info["route"]
+        if route and not route.startswith("/"):  # Django's templates have none: items/<int:item_id>
+            candidates.append("/" + route)
         if self._include:
             return self._matches(self._include, candidates)
         return not self._matches(self._exclude, candidates)
