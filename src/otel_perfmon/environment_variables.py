@@ -167,6 +167,13 @@ OTEL_PERFMON_INFLIGHT_MULTIPLE = "OTEL_PERFMON_INFLIGHT_MULTIPLE"
 A request still running at this multiple of its threshold gets an early report with its
 current stack (mode `in_flight`); 0 turns it off, else it must be > 1. Default: `5`.
 """
+OTEL_PERFMON_CAPTURE_REQUEST_BODY = "OTEL_PERFMON_CAPTURE_REQUEST_BODY"
+""".. envvar:: OTEL_PERFMON_CAPTURE_REQUEST_BODY
+
+Request parameters (form fields, JSON body) that the app parsed, put in reports, scrubbed:
+`never`, `small` (up to 1,000 bytes), `medium` (10,000) or `always` (100,000). Multipart
+and binary bodies give content type, length and file names only. Default: `medium`.
+"""
 
 # Notifier exporters (issue 3). A notifier named in OTEL_PERFMON_EXPORTERS reads its own
 # variables below; a missing required one raises ConfigurationError at configure time.

@@ -38,6 +38,7 @@ from otel_perfmon.policy import build_policy, estimated_profiling_cost
 from otel_perfmon.profiling import SpanProfile, threads
 from otel_perfmon.profiling.sampler import StackSampler
 from otel_perfmon.report.capture import UrlFilter, capture_span, find_request_headers, span_fingerprint
+from otel_perfmon.report.request import find_request_parameters
 from otel_perfmon.report.runtime import install_gc_hook
 from otel_perfmon.slow import SlowSpans
 from otel_perfmon.stats import Stats, log_once
@@ -89,6 +90,7 @@ class PerfmonSpanProcessor(SpanProcessor):
         self._url_filter = UrlFilter(compile_url_patterns("include_urls", config.include_urls),
                                      compile_url_patterns("exclude_urls", config.exclude_urls))
         self._capture = frozenset(h.lower() for h in config.capture_headers)
+        self._body_level = config.capture_request_body
         self._redact = frozenset(h.lower() for h in config.redact_headers)
         self.report_dir = os.path.abspath(config.report_dir)
         self.store = store if store is not None else open_store(config.dedup_store, self.report_dir)
@@ -207,8 +209,11 @@ class PerfmonSpanProcessor(SpanProcessor):
             else:
                 mode = "none" if samples is None else "after_threshold" if samples.from_threshold else "sampled"
                 interval = self.config.sampler_early_interval_seconds or self.config.sampler_interval_seconds
-            self._worker.submit(capture_span(open_span, span, span.end_time or 0, mode, profile, samples, interval,
-                                             find_request_headers(), self._capture, self._redact))
+            captured = capture_span(open_span, span, span.end_time or 0, mode, profile, samples, interval,
+                                    find_request_headers(), self._capture, self._redact)
+            captured.request = open_span.request if open_span.task is not None else \
+                find_request_parameters(self._body_level)
+            self._worker.submit(captured)
         except Exception:
             self._hook_error("on_end")
 

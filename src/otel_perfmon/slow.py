@@ -23,6 +23,7 @@ from otel_perfmon.dedup import Claim, DedupStore
 from otel_perfmon.profiling.sampler import StackSampler
 from otel_perfmon.report.capture import capture_span, headers_in_frames, span_fingerprint
 from otel_perfmon.report.ids import new_report_id
+from otel_perfmon.report.request import parameters_in_frames
 from otel_perfmon.tracking import OpenSpan
 from otel_perfmon.watchdog import Watchdog
 
@@ -126,6 +127,9 @@ class SlowSpans:
         if open_span.ended or not span.is_recording():
             return
         span.set_attributes(self.link_attributes(claim.report_id))
+        if open_span.task is not None and self._config.capture_request_body != "never":
+            # an asyncio span's handler frames are gone by its end: take what it parsed now
+            open_span.request = parameters_in_frames(_frames_of(open_span), self._config.capture_request_body)
         multiple = self._config.inflight_multiple
         if claim.is_new and multiple > 0:
             self.watchdog.schedule(open_span.started + multiple * open_span.threshold_seconds, _InFlight(open_span))

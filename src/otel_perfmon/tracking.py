@@ -57,12 +57,13 @@ class OpenSpan:
     the trace's tracked root, at most ``MAX_CHILD_SPANS``; ``children_dropped`` counts the rest).
     By the run_sync wrapper: ``worker_thread_id`` (the anyio worker thread running
     a sync route for this span). By the sampler thread: ``samples``. By the watchdog:
-    ``fired``. By whichever background thread claims first (under the claim lock): ``claim``.
-    By the worker: ``notified``.
+    ``fired`` and, for an asyncio span, ``request`` (the parameters its handler parsed). By
+    whichever background thread claims first (under the claim lock): ``claim``. By the worker:
+    ``notified``.
     """
 
     __slots__ = ("span", "threshold_seconds", "thread_id", "task", "profile", "ended", "worker_thread_id",
-                 "samples", "fired", "claim", "notified", "children", "children_dropped")
+                 "samples", "fired", "claim", "notified", "children", "children_dropped", "request")
 
     def __init__(self, span: Any, threshold_seconds: float, thread_id: int, task: Any) -> None:
         self.span = span
@@ -78,6 +79,7 @@ class OpenSpan:
         self.notified = False
         self.children: Optional[List[Any]] = None  # ended spans of this trace in this process
         self.children_dropped = 0
+        self.request: Optional[Dict[str, Any]] = None  # request parameters found at the deadline
 
     @property
     def span_id(self) -> int:

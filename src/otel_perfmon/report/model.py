@@ -24,7 +24,8 @@ class CapturedSpan:
     """
 
     __slots__ = ("open_span", "trace_id", "span_id", "span_name", "service_name", "start_ns", "end_ns",
-                 "threshold_seconds", "interval_seconds", "http", "headers", "profile", "samples", "mode")
+                 "threshold_seconds", "interval_seconds", "http", "headers", "profile", "samples", "mode",
+                 "request")
 
     def __init__(self, *, open_span: Any, trace_id: int, span_id: int, span_name: str, service_name: str,
                  start_ns: int, end_ns: int, threshold_seconds: float, interval_seconds: float,
@@ -43,6 +44,7 @@ class CapturedSpan:
         self.profile = profile
         self.samples = samples
         self.mode = mode
+        self.request: Optional[Dict[str, Any]] = None  # report/request.py, set by the caller
 
     @property
     def duration_ms(self) -> float:
@@ -91,6 +93,8 @@ class Report:
     spans_dropped: int = 0
     #: repeated statements / outgoing URL templates (report/spans.py repeated_work)
     n_plus_one: List[Dict[str, Any]] = field(default_factory=list)
+    #: report/request.py: the parameters the app parsed (scrubbed, capped), or None
+    request: Optional[Dict[str, Any]] = None
     #: report/runtime.py: Python, versions, process, OTel resource, GC pauses during the span
     runtime: Dict[str, Any] = field(default_factory=dict)
     session: Any = field(default=None, repr=False, compare=False)
@@ -151,6 +155,8 @@ class Report:
         data["n_plus_one"] = [dict(f) for f in self.n_plus_one]
         if self.runtime:
             data["runtime"] = dict(self.runtime)
+        if self.request is not None:
+            data["request"] = dict(self.request)
         return data
 
     def version(self) -> Dict[str, Any]:
