@@ -40,13 +40,13 @@ def http_info(attributes: Mapping[str, Any], span_name: str) -> Dict[str, Any]:
         target = _first(attributes, "http.target")
         if target is None:
             url = _first(attributes, "url.full", "http.url")
-            target = None if url is None else urlsplit(str(url))._replace(scheme="", netloc="").geturl()
+            target = None if url is None else _split_url(str(url))[0]
         if target is not None:
             path, _, query_part = str(target).partition("?")
             query = query if query is not None else (query_part or None)
     if query is None:  # the ASGI instrumentation puts the query only in the full URL
         url = _first(attributes, "url.full", "http.url")
-        query = urlsplit(str(url)).query or None if url is not None else None
+        query = _split_url(str(url))[1] or None if url is not None else None
     status = _first(attributes, "http.response.status_code", "http.status_code")
     if route is None:
         name_parts = span_name.split(" ", 1)
@@ -56,8 +56,31 @@ def http_info(attributes: Mapping[str, Any], span_name: str) -> Dict[str, Any]:
         "route": str(route),
         "path": str(path) if path is not None else None,
         "query": redact_query(str(query)) if query else "",
-        "status_code": int(status) if isinstance(status, (int, float, str)) and str(status).isdigit() else None,
+        "status_code": _status_code(status),
     }
+
+
+def _split_url(url: str) -> Tuple[str, str]:
+    """(path?query#fragment, query) of a full URL. One ``urlsplit`` rejects (a hostile Host
+    header such as ``[x`` makes an "Invalid IPv6 URL") is cut after its authority by hand."""
+    try:
+        parts = urlsplit(url)
+        return parts._replace(scheme="", netloc="").geturl(), parts.query
+    except ValueError:
+        rest = url.split("://", 1)[-1]
+        slash = rest.find("/")
+        target = rest[slash:] if slash >= 0 else ""
+        return target, target.partition("?")[2].partition("#")[0]
+
+
+def _status_code(status: Any) -> Optional[int]:
+    """An HTTP status as int, or None: ASCII digits only (``"²".isdigit()`` is true, but
+    ``int("²")`` raises), at most 9 of them."""
+    if isinstance(status, int) and not isinstance(status, bool):
+        return status if status >= 0 else None
+    if isinstance(status, str) and status.isascii() and status.isdigit() and len(status) <= 9:
+        return int(status)
+    return None
 
 
 def truncate(value: str, limit: int = MAX_HEADER_VALUE_CHARS) -> str:
