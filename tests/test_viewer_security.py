@@ -179,6 +179,9 @@ def test_security_headers_on_every_response(viewer):
         csp = response.headers.get("content-security-policy", "")
         assert "frame-ancestors 'none'" in csp, (path, csp)
         assert "script-src" not in csp and "default-src 'none'" in csp, path
+    too_large = asgi_request(app, "POST", "/login", FORM, b"token=" + b"x" * 10000)
+    assert too_large.status == 413 and "frame-ancestors 'none'" in too_large.headers["content-security-policy"]
+    assert too_large.headers["x-content-type-options"] == "nosniff"
     tree = asgi_request(app, "GET", f"/reports/{rid}/tree", bearer)
     assert tree.status == 200 and b"pyinstrument" in tree.body
     csp = tree.headers["content-security-policy"]
@@ -199,6 +202,7 @@ def test_login_throttled_after_five_failures_with_growing_delay(viewer, caplog):
     assert fifth.status == 429 and fifth.headers["retry-after"] == "30"
     locked = post(app, "/login", {"token": TOKEN}, FORM, client=me)  # even the right token now
     assert locked.status == 429 and int(locked.headers["retry-after"]) == 30
+    assert "frame-ancestors 'none'" in locked.headers["content-security-policy"]
     assert "otel_perfmon_viewer" not in locked.cookies()
     assert post(app, "/login", {"token": TOKEN}, FORM, client=other).status == 303  # per address
     clock.advance(29)
