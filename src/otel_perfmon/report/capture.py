@@ -199,9 +199,12 @@ class UrlFilter:
             return True
         info = http_info(attributes, span_name)
         candidates = [c for c in (info["path"], info["route"]) if c]
-        route = info["route"]
-        if route and not route.startswith("/"):  # Django's templates have none: items/<int:item_id>
-            candidates.append("/" + route)
+        # Django's route templates have no leading slash (items/<int:item_id>), and at span start
+        # it has only named the span "GET items/<int:item_id>" (http.route comes later)
+        name_parts = span_name.split(" ", 1)
+        route = attributes.get("http.route") or (name_parts[1] if len(name_parts) == 2 else None)
+        if route and not str(route).startswith("/"):
+            candidates.append("/" + str(route))
         if self._include:
             return self._matches(self._include, candidates)
         return not self._matches(self._exclude, candidates)
