@@ -58,7 +58,8 @@ def summary(report: Any, sent_at: Optional[str] = None) -> Dict[str, Any]:
     ``threshold_ms``, ``start_time``, ``end_time``, ``hotspots`` (top 5: ``function``,
     ``file``, ``line``, ``self_ms``, ``percent``), ``n_plus_one`` (top 5 repeated statements or
     URL templates: ``kind``, ``count``, ``total_ms``, ``statement`` or ``method`` and ``url``),
-    ``report_url`` (or null), ``host``
+    ``report_url`` (or null), ``task`` (only for a task's report: ``name``, ``id``, ``queue``,
+    ``retries``; no arguments), ``host``
     (``hostname``, ``pid``), ``text`` (one-line plain title) and ``sent_at`` (ISO-8601 UTC).
     No headers, no query string, no call tree.
     """
@@ -83,10 +84,19 @@ def summary(report: Any, sent_at: Optional[str] = None) -> Dict[str, Any]:
         "hotspots": [_hotspot(h) for h in list(report.hotspots or [])[:TOP_HOTSPOTS]],
         "n_plus_one": [dict(finding) for finding in list(getattr(report, "n_plus_one", None) or [])[:TOP_HOTSPOTS]],
         "report_url": getattr(report, "url", None),
+        **_task_summary(report),
         "host": {"hostname": host.get("hostname"), "pid": host.get("pid")},
         "text": title(report),
         "sent_at": sent_at,
     }
+
+
+def _task_summary(report: Any) -> Dict[str, Any]:
+    """``{"task": {name, id, queue, retries}}`` for a task's report (no arguments), else ``{}``."""
+    task = getattr(report, "task", None)
+    if not task:
+        return {}
+    return {"task": {key: task.get(key) for key in ("name", "id", "queue", "retries")}}
 
 
 def _facts(report: Any) -> Dict[str, Any]:
@@ -96,9 +106,12 @@ def _facts(report: Any) -> Dict[str, Any]:
         where = f"{spot.get('file') or '?'}:{spot.get('line') or 0}"
         spots.append({"function": one_line(spot.get("function") or "?"), "where": one_line(where),
                       "self_ms": float(spot.get("self_ms") or 0.0), "percent": float(spot.get("percent") or 0.0)})
+    task = getattr(report, "task", None) or {}
     return {
-        "method": one_line(report.method or "-", 20),
-        "route": one_line(report.route or "-"),
+        # a task's report (Celery): "Slow task: TASK orders.rebuild took …"
+        "what": "task" if task else "request",
+        "method": "TASK" if task else one_line(report.method or "-", 20),
+        "route": one_line(task.get("name") or "-") if task else one_line(report.route or "-"),
         "service": one_line(getattr(report, "service_name", None) or "-"),
         "duration": f"{float(report.duration_ms):.1f} ms",
         "threshold": f"{float(report.threshold_ms):.1f} ms",
@@ -116,13 +129,13 @@ def _facts(report: Any) -> Dict[str, Any]:
 def title(report: Any) -> str:
     """Plain one-line title: ``Slow request: GET /route took 1234.5 ms (threshold 1000.0 ms)``."""
     f = _facts(report)
-    return f"Slow request: {f['method']} {f['route']} took {f['duration']} (threshold {f['threshold']})"
+    return f"Slow {f['what']}: {f['method']} {f['route']} took {f['duration']} (threshold {f['threshold']})"
 
 
 def subject(report: Any, prefix: str) -> str:
     """E-mail subject: ``<prefix> Slow GET /route: 1234.5 ms`` (one line, at most ~200 chars)."""
     f = _facts(report)
-    text = f"Slow {f['method']} {one_line(report.route or '-', 120)}: {f['duration']}"
+    text = f"Slow {f['method']} {one_line(f['route'], 120)}: {f['duration']}"
     return f"{prefix.strip()} {text}".strip() if prefix else text
 
 
@@ -139,7 +152,7 @@ def _slack_code(text: str) -> str:
 def slack_text(report: Any) -> str:
     """The Slack message (mrkdwn)."""
     f = _facts(report)
-    lines = [f":snail: *Slow request* {_slack_code(f['method'] + ' ' + f['route'])} took *{f['duration']}* "
+    lines = [f":snail: *Slow {f['what']}* {_slack_code(f['method'] + ' ' + f['route'])} took *{f['duration']}* "
              f"(threshold {f['threshold']})",
              f"Service {_slack_code(f['service'])} · trace {_slack_code(f['trace_id'])}"]
     if f["url"]:
@@ -176,7 +189,7 @@ def _md_link(url: str) -> str:
 def markdown_text(report: Any) -> str:
     """The Markdown message of Mattermost and apprise."""
     f = _facts(report)
-    lines = [f"#### :snail: Slow request {markdown_code(f['method'] + ' ' + f['route'])}",
+    lines = [f"#### :snail: Slow {f['what']} {markdown_code(f['method'] + ' ' + f['route'])}",
              f"took **{f['duration']}** (threshold {f['threshold']}) · service {markdown_code(f['service'])} · "
              f"trace {markdown_code(f['trace_id'])}"]
     if f["url"]:
@@ -197,7 +210,7 @@ def markdown_attachment_note(report: Any) -> str:
     return f"Report files for {markdown_code(f['method'] + ' ' + f['route'])} ({markdown_code(f['report_id'])})"
 
 
-_TEXT = """Slow request: {{ f.method }} {{ f.route }}
+_TEXT = """Slow {{ f.what }}: {{ f.method }} {{ f.route }}
 Duration: {{ f.duration }} (threshold {{ f.threshold }})
 Service: {{ f.service }}
 Trace id: {{ f.trace_id }}  span id: {{ f.span_id }}
@@ -212,7 +225,7 @@ Attached: {{ f.report_id }}.zip ({{ f.report_id }}.html: interactive call tree, 
 
 _HTML = """<!doctype html>
 <html><body style="font-family: sans-serif">
-<h3>Slow request <code>{{ f.method }} {{ f.route }}</code></h3>
+<h3>Slow {{ f.what }} <code>{{ f.method }} {{ f.route }}</code></h3>
 <table cellpadding="4">
 <tr><th align="left">Duration</th><td><b>{{ f.duration }}</b> (threshold {{ f.threshold }})</td></tr>
 <tr><th align="left">Service</th><td>{{ f.service }}</td></tr>

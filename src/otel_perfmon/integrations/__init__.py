@@ -1,4 +1,5 @@
-"""Framework integrations: instrument a Flask or FastAPI app, or Django, with OTel's own instrumentor."""
+"""Framework integrations: instrument a Flask or FastAPI app, a Celery app, or Django, with OTel's own
+instrumentor."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def instrument_with(app: Any, tracer_provider: Optional[Any], module: str, instr
 def instrument_app(app: Any, tracer_provider: Optional[Any]) -> bool:
     """Instrument ``app`` unless already instrumented; True when this call instrumented it.
 
-    Raises ConfigurationError for an app that is neither Flask nor FastAPI/Starlette, or when
+    Raises ConfigurationError for an app that is neither Flask, FastAPI/Starlette nor Celery, or when
     the matching ``opentelemetry-instrumentation-*`` package is missing (install the extra).
     """
     from otel_perfmon.errors import ConfigurationError
@@ -43,7 +44,12 @@ def instrument_app(app: Any, tracer_provider: Optional[Any]) -> bool:
         from otel_perfmon.integrations import fastapi
 
         return fastapi.instrument(app, tracer_provider)
+    if "celery" in modules:
+        from otel_perfmon.integrations import celery
+
+        if celery.is_celery_app(app):
+            return celery.instrument(app, tracer_provider)
     if "django" in modules:
         raise ConfigurationError("a Django application is instrumented by configure_perfmon() without app=, "
                                  "called before get_wsgi_application() / get_asgi_application()")
-    raise ConfigurationError(f"app must be a Flask or FastAPI application, got {type(app).__name__}")
+    raise ConfigurationError(f"app must be a Flask, FastAPI or Celery application, got {type(app).__name__}")

@@ -145,6 +145,7 @@ def build_report(captured: CapturedSpan, report_id: str, report_dir: str, url: O
         spans=rows,
         spans_dropped=dropped,
         request=captured.request,
+        task=captured.task,
         n_plus_one=repeated_work(rows),
         runtime=runtime_info(getattr(getattr(getattr(open_span, "span", None), "resource", None), "attributes", None),
                              captured.start_ns / 1e9, captured.end_ns / 1e9),

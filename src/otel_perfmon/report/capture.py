@@ -14,9 +14,12 @@ import sys
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Pattern, Sequence, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from opentelemetry.trace import SpanKind
+
 from otel_perfmon.dedup import fingerprint
 from otel_perfmon.redaction import REDACTED, is_sensitive, is_sensitive_query_name
 from otel_perfmon.report.model import CapturedSpan
+from otel_perfmon.report.task import task_facts
 
 MAX_HEADER_VALUE_CHARS = 1000
 _MAX_FRAME_DEPTH = 48
@@ -239,9 +242,12 @@ def capture_span(open_span: Any, span: Any, end_ns: int, mode: str, profile: Any
     attributes = span.attributes or {}
     if pairs is None:
         pairs = headers_from_attributes(attributes)
-    return CapturedSpan(
+    captured = CapturedSpan(
         open_span=open_span, trace_id=span.context.trace_id, span_id=span.context.span_id, span_name=span.name,
         service_name=service_name(span), start_ns=span.start_time or 0, end_ns=end_ns,
         threshold_seconds=open_span.threshold_seconds, interval_seconds=interval_seconds,
         http=http_info(attributes, span.name), headers=select_headers(pairs, capture, redact),
         profile=profile, samples=samples, mode=mode)
+    if getattr(span, "kind", None) is SpanKind.CONSUMER:  # a task (Celery's run/<task>): report/task.py
+        captured.task = task_facts(attributes, span.name, getattr(open_span, "thread_id", None), truncate)
+    return captured

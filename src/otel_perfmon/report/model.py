@@ -25,7 +25,7 @@ class CapturedSpan:
 
     __slots__ = ("open_span", "trace_id", "span_id", "span_name", "service_name", "start_ns", "end_ns",
                  "threshold_seconds", "interval_seconds", "http", "headers", "profile", "samples", "mode",
-                 "request")
+                 "request", "task")
 
     def __init__(self, *, open_span: Any, trace_id: int, span_id: int, span_name: str, service_name: str,
                  start_ns: int, end_ns: int, threshold_seconds: float, interval_seconds: float,
@@ -45,6 +45,7 @@ class CapturedSpan:
         self.samples = samples
         self.mode = mode
         self.request: Optional[Dict[str, Any]] = None  # report/request.py, set by the caller
+        self.task: Optional[Dict[str, Any]] = None  # report/task.py, for a task (CONSUMER) span
 
     @property
     def duration_ms(self) -> float:
@@ -95,6 +96,8 @@ class Report:
     n_plus_one: List[Dict[str, Any]] = field(default_factory=list)
     #: report/request.py: the parameters the app parsed (scrubbed, capped), or None
     request: Optional[Dict[str, Any]] = None
+    #: report/task.py: a task span's name, id, queue, retries and arguments (redacted), or None
+    task: Optional[Dict[str, Any]] = None
     #: report/runtime.py: Python, versions, process, OTel resource, GC pauses during the span
     runtime: Dict[str, Any] = field(default_factory=dict)
     session: Any = field(default=None, repr=False, compare=False)
@@ -157,6 +160,8 @@ class Report:
             data["runtime"] = dict(self.runtime)
         if self.request is not None:
             data["request"] = dict(self.request)
+        if self.task is not None:
+            data["task"] = dict(self.task)
         return data
 
     def version(self) -> Dict[str, Any]:
