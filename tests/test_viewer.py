@@ -176,7 +176,7 @@ def test_occurrences_from_dedup_store(server, dataset):
 def test_list_page_html(server, dataset):
     status, headers, body = request(server, "GET", "/reports?per_page=10&sort=duration&order=asc")
     assert status == 200 and headers["content-type"].startswith("text/html")
-    assert "frame-ancestors 'self'" in headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
     assert headers["x-content-type-options"] == "nosniff"
     page = body.decode()
     assert "page 1 of 3" in page and 'rel="next"' in page
