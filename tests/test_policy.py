@@ -272,11 +272,17 @@ def test_unrouted_requests_share_one_fingerprint(pipeline):
                                 report_dir=pipeline["reports"], dedup_store="memory", exporters=[exporter])
     try:
         client = app.test_client()
-        for path in ("/wp-admin", "/.env", "/phpmyadmin/index.php"):
+        for path in ("/wp-admin", "/.env", "/phpmyadmin/index.php", "/<script>x</script>", "/.env"):
             assert client.get(path).status_code == 404
         assert perfmon.force_flush(10)
         assert len(exporter.reports) == 1
-        assert perfmon.stats()["reports_deduplicated"] == 2
+        assert perfmon.stats()["reports_deduplicated"] == 4
+        (report,) = exporter.reports
+        data = read_report(pipeline["reports"], report.report_id)
+        assert data["http"]["route"] == "[unrouted]"  # not the first scanner path
+        assert data["unrouted_paths"] == ["/wp-admin", "/.env", "/phpmyadmin/index.php", "/<script>x</script>"]
+        html = open(os.path.join(pipeline["reports"], report.report_id + ".html"), encoding="utf-8").read()
+        assert "<script>x</script>" not in html and "/wp-admin" in html
     finally:
         perfmon.shutdown(timeout_seconds=2)
 

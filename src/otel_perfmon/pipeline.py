@@ -24,9 +24,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from otel_perfmon import metrics
 from otel_perfmon.dedup import DedupStore, KeptVersion
 from otel_perfmon.report.build import build_report, profile_quality
-from otel_perfmon.report.capture import span_fingerprint
+from otel_perfmon.report.capture import UNROUTED, fingerprint_route, span_fingerprint, truncate
 from otel_perfmon.report.model import MAX_EARLIER_VERSIONS, CapturedSpan, Report
-from otel_perfmon.report.render import write_report_files
+from otel_perfmon.report.render import update_report_json, write_report_files
 from otel_perfmon.stats import Stats
 
 #: A later occurrence replaces the kept report when it is at least this many times slower...
@@ -51,6 +51,27 @@ def replacement(kept: Optional[KeptVersion], candidate: KeptVersion, followed_up
     if not (slower or better):
         return False, False
     return True, slower and not followed_up
+
+
+#: At most this many distinct paths are listed on the shared ``[unrouted]`` report.
+MAX_UNROUTED_PATHS = 50
+
+
+def _read_paths(path: str) -> List[str]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            paths = json.load(handle).get("unrouted_paths", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [p for p in paths if isinstance(p, str)] if isinstance(paths, list) else []
+
+
+def _merged_paths(kept: List[str], new: List[str]) -> List[str]:
+    merged = list(kept)
+    for path in new:
+        if path not in merged:
+            merged.append(path)
+    return merged[:MAX_UNROUTED_PATHS]
 
 
 def _earlier_versions(path: str) -> List[Dict[str, Any]]:
@@ -103,7 +124,8 @@ class ReportPipeline:
         if not claim.is_new:
             self._stats.incr("reports_deduplicated")
             self._store.record_occurrence(fingerprint, claim.report_id, duration_ms, trace_id, time.time())
-            self._maybe_replace(captured, claim.report_id, fingerprint)
+            if not self._maybe_replace(captured, claim.report_id, fingerprint) and self._is_unrouted(captured):
+                self._note_unrouted_path(claim.report_id, captured.http.get("path"))
             return
         first = not open_span.notified  # only this thread reads and sets it
         try:
@@ -125,25 +147,56 @@ class ReportPipeline:
 
     def _write(self, captured: CapturedSpan, report_id: str, fingerprint: str,
                earlier: List[Dict[str, Any]]) -> Report:
-        report = build_report(captured, report_id, self.report_dir, self._config.report_url(report_id), fingerprint)
+        report = self._build(captured, report_id, fingerprint)
         report.earlier_versions = earlier
         write_report_files(report)
         report.session = None  # the exporters get the rendered files, not the raw samples
         return report
 
     @staticmethod
+    def _is_unrouted(captured: CapturedSpan) -> bool:
+        return fingerprint_route(captured.open_span.span)[1] == UNROUTED
+
+    def _build(self, captured: CapturedSpan, report_id: str, fingerprint: str) -> Report:
+        report = build_report(captured, report_id, self.report_dir, self._config.report_url(report_id), fingerprint)
+        if self._is_unrouted(captured):
+            # one report for every request that matched no route: it reads [unrouted] and lists
+            # the paths (a scanner's /wp-admin/x.php is one of them, not the report's title)
+            report.route = UNROUTED
+            report.unrouted_paths = [truncate(report.path)] if report.path else []
+        return report
+
+    def _note_unrouted_path(self, report_id: str, path: Optional[str]) -> None:
+        # a deduplicated unrouted request: add its path to the shared report's list (JSON only)
+        if not path:
+            return
+        path = truncate(path)
+
+        def add(data: Dict[str, Any]) -> bool:
+            paths = data.get("unrouted_paths")
+            if not isinstance(paths, list) or path in paths or len(paths) >= MAX_UNROUTED_PATHS:
+                return False
+            paths.append(path)
+            return True
+
+        update_report_json(self.report_dir, report_id, add)
+
+    @staticmethod
     def _version(report: Report) -> KeptVersion:
         return KeptVersion(report.duration_ms, report.profile_mode, report.coverage)
 
-    def _maybe_replace(self, captured: CapturedSpan, report_id: str, fingerprint: str) -> None:
+    def _maybe_replace(self, captured: CapturedSpan, report_id: str, fingerprint: str) -> bool:
         # a deduplicated occurrence: rewrite the kept report if this one explains it better
         mode, coverage = profile_quality(captured)
         candidate = KeptVersion(round(captured.duration_ms, 3), mode, coverage)
         replace, follow_up = self._store.replace_kept(fingerprint, report_id, candidate, replacement)
         if not replace:
-            return
-        report = build_report(captured, report_id, self.report_dir, self._config.report_url(report_id), fingerprint)
-        report.earlier_versions = _earlier_versions(os.path.join(self.report_dir, f"{report_id}.json"))
+            return False
+        report = self._build(captured, report_id, fingerprint)
+        path = os.path.join(self.report_dir, f"{report_id}.json")
+        report.earlier_versions = _earlier_versions(path)
+        if report.unrouted_paths:
+            report.unrouted_paths = _merged_paths(_read_paths(path), report.unrouted_paths)
         try:
             write_report_files(report)
         finally:
@@ -151,3 +204,4 @@ class ReportPipeline:
         self._stats.incr("reports_replaced")
         if follow_up:
             self._dispatch(report)
+        return True

@@ -220,15 +220,26 @@ def service_name(span: Any) -> str:
     return str(name) if name else "unknown_service"
 
 
-def span_fingerprint(span: Any) -> str:
-    """Fingerprint of a span: service + method + route template (see :func:`dedup.fingerprint`).
-    Requests that matched no route (404 scans...) share the route ``[unrouted]``."""
+#: The route of every request that matched no route (404 scans...): they share one report.
+UNROUTED = "[unrouted]"
+
+
+def fingerprint_route(span: Any) -> Tuple[str, str]:
+    """(method, route) a span is deduplicated by: the route template; ``UNROUTED`` for a
+    request without ``http.route``; ``FUNCTION`` and the span name for spans without HTTP
+    attributes (``@profile`` functions, tasks)."""
     attributes = span.attributes or {}
     info = http_info(attributes, span.name)
     if info["method"] is None and not info["route"].startswith("/"):
-        return fingerprint(service_name(span), "FUNCTION", span.name)
-    route = info["route"] if attributes.get("http.route") else "[unrouted]"
-    return fingerprint(service_name(span), info["method"] or "", route)
+        return "FUNCTION", span.name
+    return info["method"] or "", info["route"] if attributes.get("http.route") else UNROUTED
+
+
+def span_fingerprint(span: Any) -> str:
+    """Fingerprint of a span: service + method + route (see :func:`fingerprint_route` and
+    :func:`dedup.fingerprint`)."""
+    method, route = fingerprint_route(span)
+    return fingerprint(service_name(span), method, route)
 
 
 def capture_span(open_span: Any, span: Any, end_ns: int, mode: str, profile: Any, samples: Any,

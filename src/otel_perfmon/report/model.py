@@ -57,7 +57,7 @@ class Report:
     """One slow span's report. Built on the background worker; read by exporters.
 
     Durations are in milliseconds, times are ISO-8601 UTC strings, ids are lowercase hex.
-    ``json_path``/``html_path``/``md_path`` are set once the files are written.
+    ``json_path``/``html_path``/``md_path``/``speedscope_path`` are set once the files are written.
     """
 
     report_id: str
@@ -94,6 +94,8 @@ class Report:
     spans_dropped: int = 0
     #: repeated statements / outgoing URL templates (report/spans.py repeated_work)
     n_plus_one: List[Dict[str, Any]] = field(default_factory=list)
+    #: for the shared report of requests that matched no route: the distinct paths seen
+    unrouted_paths: List[str] = field(default_factory=list)
     #: report/request.py: the parameters the app parsed (scrubbed, capped), or None
     request: Optional[Dict[str, Any]] = None
     #: report/task.py: a task span's name, id, queue, retries and arguments (redacted), or None
@@ -118,9 +120,18 @@ class Report:
         return self._path("md")
 
     @property
+    def speedscope_path(self) -> str:
+        return self._path("speedscope.json")
+
+    @property
+    def has_samples(self) -> bool:
+        """Whether the report has a session with samples (then it gets a speedscope file)."""
+        return self.session is not None and bool(getattr(self.session, "frame_records", None))
+
+    @property
     def files(self) -> List[str]:
-        """Paths of the rendered files: json, html, md."""
-        return [self.json_path, self.html_path, self.md_path]
+        """Paths of the rendered files: json, html, md, and speedscope.json with samples."""
+        return [self.json_path, self.html_path, self.md_path] + ([self.speedscope_path] if self.has_samples else [])
 
     def to_dict(self) -> Dict[str, Any]:
         """The report JSON (schema_version 1, docs/report-schema.md)."""
@@ -160,6 +171,8 @@ class Report:
             data["runtime"] = dict(self.runtime)
         if self.request is not None:
             data["request"] = dict(self.request)
+        if self.unrouted_paths:
+            data["unrouted_paths"] = list(self.unrouted_paths)
         if self.task is not None:
             data["task"] = dict(self.task)
         return data

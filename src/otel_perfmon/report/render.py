@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import quote
 
 import jinja2
@@ -188,3 +188,23 @@ def write_report_files(report: Report) -> List[str]:
         for tmp, _ in written:
             _remove_quietly(tmp)
     return paths
+
+def update_report_json(report_dir: str, report_id: str, change: Callable[[Dict[str, Any]], bool]) -> bool:
+    """Apply ``change`` to ``<report_id>.json`` (it returns True when it changed the dict) and
+    rewrite that file alone, atomically (temporary name, then rename). Returns whether it was
+    rewritten; False when the file is missing or unreadable. Raises OSError on a failed write.
+    Background worker only."""
+    path = os.path.join(report_dir, f"{report_id}.json")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(data, dict) or not change(data):
+        return False
+    tmp = _write_temporary(path, json.dumps(data, indent=2, ensure_ascii=True) + "\n")
+    try:
+        os.replace(tmp, path)
+    finally:
+        _remove_quietly(tmp)
+    return True
