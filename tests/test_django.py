@@ -42,6 +42,11 @@ HEADERS = {"Authorization": "Bearer secret-token", "Cookie": "sessionid=abc", "X
 SLOW_ROUTES = {"cpu", "sync-io", "async-io", "items/<int:item_id>"}
 
 
+def reports_in(report_dir):
+    """The report JSON files (not the other ``*.json`` renderings, e.g. speedscope profiles)."""
+    return [r for r in read_reports(report_dir) if "schema_version" in r]
+
+
 def django_env(root, policy="adaptive", **extra):
     env = {"OTEL_PERFMON_THRESHOLD_SECONDS": str(THRESHOLD), "EXAMPLE_SLOW_SECONDS": str(SLOW),
            "OTEL_PERFMON_REPORT_DIR": os.path.join(root, "reports"), "EXAMPLE_SPAN_DIR": os.path.join(root, "spans"),
@@ -71,11 +76,11 @@ def django_run(request, tmp_path_factory):
     with run_server(argv_for(request.param, port), django_env(root), port, os.path.join(root, "server.log")) as server:
         for path in ("/fast", "/cpu", "/sync-io", "/async-io", "/items/3?q=shoes&token=t0p", "/items/2"):
             assert http_get(server.url(path), headers=HEADERS)[0] == 200, path
-        wait_until(lambda: len(read_reports(reports)) >= 4, 30, message="four reports")
+        wait_until(lambda: len(reports_in(reports)) >= 4, 30, message="four reports")
         assert http_get(server.url("/items/5"), headers=HEADERS)[0] == 200
         wait_until(lambda: len([s for s in server_spans(root) if s["name"] != "GET health"]) >= 7, 30,
                    message="the server spans")
-    return {"interface": request.param, "reports": {r["http"]["route"]: r for r in read_reports(reports)},
+    return {"interface": request.param, "reports": {r["http"]["route"]: r for r in reports_in(reports)},
             "spans": [s for s in server_spans(root) if s["name"] != "GET health"]}
 
 
@@ -145,7 +150,7 @@ def test_asgi_sync_view_profiled_in_asgiref_worker_thread(tmp_path):
         for path in ("/sync-io", "/cpu", "/fast"):
             assert http_get(server.url(path), headers=HEADERS)[0] == 200
         report_dir = os.path.join(root, "reports")
-        reports = wait_until(lambda: (lambda r: r if len(r) >= 2 else None)(read_reports(report_dir)),
+        reports = wait_until(lambda: (lambda r: r if len(r) >= 2 else None)(reports_in(report_dir)),
                              30, message="two reports")
     by_route = {r["http"]["route"]: r for r in reports}
     assert set(by_route) == {"sync-io", "cpu"}
@@ -165,7 +170,7 @@ def test_url_globs_match_django_route_templates(tmp_path, interface):
     with run_server(argv_for(interface, port, workers=1), env, port, os.path.join(root, "server.log")) as server:
         for path in ("/cpu", "/items/3"):
             assert http_get(server.url(path))[0] == 200
-        reports = wait_until(lambda: read_reports(os.path.join(root, "reports")), 30, message="a report")
+        reports = wait_until(lambda: reports_in(os.path.join(root, "reports")), 30, message="a report")
         wait_until(lambda: len([s for s in server_spans(root) if s["name"] != "GET health"]) >= 2, 30,
                    message="the spans")
     assert [r["http"]["route"] for r in reports] == ["items/<int:item_id>"]
@@ -201,7 +206,7 @@ def test_zero_code_under_opentelemetry_instrument(tmp_path):
     with run_server(argv, env, port, os.path.join(root, "server.log")) as server:
         for path in ("/fast", "/items/7"):
             assert http_get(server.url(path), headers=HEADERS)[0] == 200
-        reports = wait_until(lambda: read_reports(os.path.join(root, "reports")), 30, message="a report")
+        reports = wait_until(lambda: reports_in(os.path.join(root, "reports")), 30, message="a report")
     (report,) = reports
     assert report["http"]["route"] == "items/<int:item_id>" and report["http"]["path"] == "/items/7"
     assert report["headers"]["authorization"] == "[REDACTED]"
