@@ -103,6 +103,8 @@ class Report:
     #: report/runtime.py: Python, versions, process, OTel resource, GC pauses during the span
     runtime: Dict[str, Any] = field(default_factory=dict)
     session: Any = field(default=None, repr=False, compare=False)
+    #: set by report/render.py write_report_files: whether ``<id>.speedscope.json`` was written
+    has_flame_graph: bool = field(default=False, compare=False)
 
     def _path(self, suffix: str) -> str:
         return os.path.join(self.report_dir, f"{self.report_id}.{suffix}")
@@ -130,8 +132,8 @@ class Report:
 
     @property
     def files(self) -> List[str]:
-        """Paths of the rendered files: json, html, md, and speedscope.json with samples."""
-        return [self.json_path, self.html_path, self.md_path] + ([self.speedscope_path] if self.has_samples else [])
+        """Paths of the rendered files: json, html, md, and the speedscope.json when written."""
+        return [self.json_path, self.html_path, self.md_path] + ([self.speedscope_path] if self.has_flame_graph else [])
 
     def to_dict(self) -> Dict[str, Any]:
         """The report JSON (schema_version 1, docs/report-schema.md)."""

@@ -1,9 +1,10 @@
 """Renderers: one small class per output format (pyinstrument's renderer style).
 
 ``JsonRenderer``, ``HtmlRenderer`` (pyinstrument's interactive call tree, self-contained,
-with an escaped request panel above it) and ``MarkdownRenderer``. Each has
-``render(report) -> str``. :func:`write_report_files` writes the three files atomically
-(0600) into the report directory (0700). Background worker only.
+with an escaped request panel above it), ``MarkdownRenderer`` and ``SpeedscopeFileRenderer``
+(pyinstrument's speedscope flame-graph file, only for a report with samples). Each has
+``render(report) -> str`` (``Optional[str]`` for the speedscope one). :func:`write_report_files`
+writes the files atomically (0600) into the report directory (0700). Background worker only.
 """
 
 from __future__ import annotations
@@ -123,7 +124,28 @@ class MarkdownRenderer:
         return templates().get_template("report.md.j2").render(report=report, call_tree=tree)
 
 
-RENDERERS = (JsonRenderer(), HtmlRenderer(), MarkdownRenderer())
+class SpeedscopeFileRenderer:
+    """pyinstrument's :class:`~pyinstrument.renderers.SpeedscopeRenderer` over the report's
+    session: a ``<id>.speedscope.json`` file for speedscope's flame graph. ``None`` when the
+    report has no samples (or the call stack is too deep for pyinstrument's recursion)."""
+
+    suffix = "speedscope.json"
+
+    def render(self, report: Report) -> Optional[str]:
+        if not report.has_samples:
+            return None
+        from pyinstrument.renderers import SpeedscopeRenderer
+
+        try:
+            text: str = SpeedscopeRenderer().render(report.session)
+        except RecursionError:
+            return None
+        # json.dumps already escaped the request-derived span name in the profile's name; "<",
+        # ">" and "&" occur only inside JSON strings, where these escapes are the same characters
+        return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+RENDERERS = (JsonRenderer(), HtmlRenderer(), MarkdownRenderer(), SpeedscopeFileRenderer())
 
 
 def ensure_report_dir(path: str) -> None:
@@ -163,15 +185,17 @@ def _remove_quietly(path: str) -> None:
 
 
 def write_report_files(report: Report) -> List[str]:
-    """Render and write ``<id>.html``, ``<id>.md`` and, last, ``<id>.json``; returns their
-    paths (JSON first, in :data:`RENDERERS` order).
+    """Render and write ``<id>.html``, ``<id>.md``, ``<id>.speedscope.json`` (only for a report
+    with samples) and, last, ``<id>.json``; returns the paths written (JSON first, in
+    :data:`RENDERERS` order), which are then ``report.files`` (``report.has_flame_graph`` is set).
 
-    All three are written to temporary names first and renamed only once every one of them
+    All of them are written to temporary names first and renamed only once every one of them
     is complete, the JSON last: the JSON is what the viewer index and ``otel-perfmon list``
     read, so a report becomes visible only when its files are all in place, and a failed
     write (a full disk, a quota, a read-only file system) removes its temporaries and leaves
-    the directory as it was (an earlier version of the report stays intact). Raises OSError
-    on I/O failure (the worker counts it). Background worker only.
+    the directory as it was (an earlier version of the report stays intact). A replaced
+    version's speedscope file is removed when the new version has none. Raises OSError on
+    I/O failure (the worker counts it). Background worker only.
     """
     ensure_report_dir(report.report_dir)
     paths = [os.path.join(report.report_dir, f"{report.report_id}.{renderer.suffix}") for renderer in RENDERERS]
@@ -179,7 +203,10 @@ def write_report_files(report: Report) -> List[str]:
     written: List[Tuple[str, str]] = []
     try:
         for i in order:
-            written.append((_write_temporary(paths[i], RENDERERS[i].render(report)), paths[i]))
+            text = RENDERERS[i].render(report)
+            if text is not None:
+                written.append((_write_temporary(paths[i], text), paths[i]))
+        done = [path for _, path in written]
         while written:
             tmp, path = written[0]
             os.replace(tmp, path)
@@ -187,7 +214,12 @@ def write_report_files(report: Report) -> List[str]:
     finally:
         for tmp, _ in written:
             _remove_quietly(tmp)
-    return paths
+    report.has_flame_graph = any(path.endswith(".speedscope.json") for path in done)
+    for path in paths:
+        if path not in done:  # the speedscope file of an earlier version with samples
+            _remove_quietly(path)
+    return [path for path in paths if path in done]
+
 
 def update_report_json(report_dir: str, report_id: str, change: Callable[[Dict[str, Any]], bool]) -> bool:
     """Apply ``change`` to ``<report_id>.json`` (it returns True when it changed the dict) and
