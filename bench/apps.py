@@ -21,9 +21,10 @@ Routes (``ROUTES``; units are those of the work each does):
 * ``/slow``: ~80 ms (40 ms of small calls, then a 40 ms sleep), above the bench threshold
   of 50 ms (``BENCH_THRESHOLD_SECONDS``).
 
-In-process use: :func:`build_flask` / :func:`build_fastapi` return a :class:`BenchApp`.
-Servers: ``gunicorn apps:flask_app`` or ``uvicorn apps:fastapi_app`` (with this directory on
-``sys.path``) build one app at import from ``BENCH_VARIANT``, ``BENCH_REPORT_DIR`` and
+In-process use: :func:`build` (or :func:`build_flask` / :func:`build_fastapi`) returns a
+:class:`BenchApp`; :func:`instrument` gives any Flask/FastAPI app a variant's OTel setup.
+Servers: ``gunicorn bench.apps:flask_app`` or ``uvicorn bench.apps:fastapi_app`` (with the
+repository root on ``sys.path``) build one app at import from ``BENCH_VARIANT``, ``BENCH_REPORT_DIR`` and
 ``BENCH_THRESHOLD_SECONDS`` (seconds). ``BENCH_VARIANT=mixed`` builds every variant in the one
 server process, each under ``/<variant>/<route>``, and times each request server-side
 (:class:`MixedWsgi` / :class:`MixedAsgi`).
@@ -239,8 +240,8 @@ def _instrument(variant: str, framework: str, provider: TracerProvider, report_d
     return perfmon
 
 
-def _finish(framework: str, variant: str, app: Any, report_dir: Optional[str], threshold_seconds: Optional[float],
-            record_slow: bool, extra_perfmon: Optional[Dict[str, Any]]) -> BenchApp:
+def instrument(framework: str, variant: str, app: Any, report_dir: Optional[str], threshold_seconds: Optional[float],
+               record_slow: bool = False, extra_perfmon: Optional[Dict[str, Any]] = None) -> BenchApp:
     """Give ``app`` the variant's provider, processors and OTel's instrumentor (none for bare)."""
     if variant == "bare":
         return BenchApp(framework, variant, app)
@@ -291,7 +292,7 @@ def build_flask(variant: str, report_dir: Optional[str] = None,
     def health():
         return "ok"
 
-    return _finish("flask", variant, app, report_dir, threshold_seconds, record_slow, extra_perfmon)
+    return instrument("flask", variant, app, report_dir, threshold_seconds, record_slow, extra_perfmon)
 
 
 # ---------------------------------------------------------------------------- FastAPI
@@ -326,7 +327,15 @@ def build_fastapi(variant: str, report_dir: Optional[str] = None,
     async def health():
         return {"ok": True}
 
-    return _finish("fastapi", variant, app, report_dir, threshold_seconds, record_slow, extra_perfmon)
+    return instrument("fastapi", variant, app, report_dir, threshold_seconds, record_slow, extra_perfmon)
+
+
+def build(framework: str, variant: str, report_dir: Optional[str] = None,
+          threshold_seconds: Optional[float] = DEFAULT_THRESHOLD_SECONDS, record_slow: bool = True,
+          extra_perfmon: Optional[Dict[str, Any]] = None) -> BenchApp:
+    """:func:`build_flask` or :func:`build_fastapi` by ``framework`` ("flask" / "fastapi")."""
+    builder = {"flask": build_flask, "fastapi": build_fastapi}[framework]
+    return builder(variant, report_dir, threshold_seconds, record_slow, extra_perfmon)
 
 
 # ---------------------------------------------------------------------------- servers
@@ -414,19 +423,19 @@ def _from_env(framework: str) -> Any:
             report_dir = os.environ.get("BENCH_REPORT_DIR") or None
             threshold_text = os.environ.get("BENCH_THRESHOLD_SECONDS", str(DEFAULT_THRESHOLD_SECONDS))
             threshold = float(threshold_text) if threshold_text else None  # "": the package default
-            build = build_flask if framework == "flask" else build_fastapi
             if variant == "mixed":
-                bench_apps = {v: build(v, os.path.join(report_dir or ".", v) if v in PERFMON_VARIANTS else None,
-                                       threshold, record_slow=False) for v in VARIANTS}
+                bench_apps = {v: build(framework, v, os.path.join(report_dir or ".", v)
+                                       if v in PERFMON_VARIANTS else None, threshold, record_slow=False)
+                              for v in VARIANTS}
                 _built[framework] = (MixedWsgi if framework == "flask" else MixedAsgi)(bench_apps)
             else:
-                _built[framework] = build(variant, report_dir, threshold, record_slow=False).app
+                _built[framework] = build(framework, variant, report_dir, threshold, record_slow=False).app
         return _built[framework]
 
 
 def __getattr__(name: str) -> Any:
     """``flask_app`` / ``fastapi_app``: the app of ``$BENCH_VARIANT``, built on first access
-    (so gunicorn's and uvicorn's ``apps:flask_app`` / ``apps:fastapi_app`` work)."""
+    (so gunicorn's and uvicorn's ``bench.apps:flask_app`` / ``bench.apps:fastapi_app`` work)."""
     if name == "flask_app":
         return _from_env("flask")
     if name == "fastapi_app":

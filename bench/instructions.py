@@ -17,7 +17,7 @@ measures the in-process cost of each variant as instructions per request:
 Counts include the hooks, the background threads and pyinstrument's work when the policy
 profiles a span (exploration included; pyinstrument samples on a real-time interval, so under
 valgrind's slowdown a profiled span costs more than it would, which errs against us). They do not include cache or GIL-contention effects, which
-the wall-clock bench (``make bench``) covers. Run: ``.venv/bin/python bench/instructions.py``.
+the wall-clock bench (``make bench``) covers. Run: ``.venv/bin/python -m bench.instructions``.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Sequence, Tuple
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ""):  # run as bench/instructions.py
+    sys.path[0] = ROOT
 
 #: perfmon_always is not measured here: pyinstrument samples on a real-time interval, and under
 #: valgrind's ~50x slowdown it takes ~50x more samples per request than it really would.
@@ -48,25 +48,24 @@ WARMUP = 20
 
 def child(framework: str, variant: str, route: str, count: int) -> None:
     """Serve ``WARMUP + count`` requests in this process (run under valgrind by the parent)."""
-    import apps
-    import run
+    from bench import apps
+    from bench.inprocess import driver
 
     random.seed(20261122)
     report_dir = tempfile.mkdtemp(prefix="perfmon-instr-")
-    build = apps.build_flask if framework == "flask" else apps.build_fastapi
-    bench_app = build(variant, report_dir=report_dir, threshold_seconds=THRESHOLD_SECONDS, record_slow=False)
-    driver = run.WsgiDriver() if framework == "flask" else run.AsgiDriver()
-    driver.run(bench_app.app, route, WARMUP)
-    driver.run(bench_app.app, route, count)
+    bench_app = apps.build(framework, variant, report_dir, threshold_seconds=THRESHOLD_SECONDS, record_slow=False)
+    with driver(framework) as client:
+        client.run(bench_app.app, route, WARMUP)
+        client.run(bench_app.app, route, count)
 
 
 def count_instructions(framework: str, variant: str, route: str, requests: int) -> int:
     """Total instructions of a child process serving ``requests`` requests (callgrind)."""
     out_file = tempfile.mktemp(prefix="callgrind-", suffix=".out")
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}",
-               sys.executable, os.path.abspath(__file__), "--child", framework, variant, route, str(requests)]
+               sys.executable, "-m", "bench.instructions", "--child", framework, variant, route, str(requests)]
     env = dict(os.environ, PYTHONHASHSEED="0")  # same dict layouts in every run
-    result = subprocess.run(command, capture_output=True, text=True, timeout=1800, env=env)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1800, env=env, cwd=ROOT)
     if os.path.exists(out_file):
         os.unlink(out_file)
     match = re.search(r"Collected : (\d+)", result.stderr)
@@ -105,18 +104,22 @@ def table(per_request: Dict[Tuple[str, str, str], float], frameworks: Sequence[s
 def main(argv: Sequence[str] = None) -> int:
     parser = argparse.ArgumentParser(description="CPU instructions per request (valgrind callgrind)")
     parser.add_argument("--child", nargs=4, metavar=("FRAMEWORK", "VARIANT", "ROUTE", "N"), help=argparse.SUPPRESS)
-    parser.add_argument("--short", type=int, default=20, help="requests of the short run (default 20)")
-    parser.add_argument("--long", type=int, default=80, help="requests of the long run (default 80)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: --short 5 --long 15, fast route only")
+    parser.add_argument("--short", type=int, help="requests of the short run (default 20)")
+    parser.add_argument("--long", type=int, help="requests of the long run (default 80)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel valgrind runs")
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
-    parser.add_argument("--routes", default=",".join(ROUTES))
+    parser.add_argument("--routes")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="otel must be among them")
     args = parser.parse_args(argv)
     if args.child:
         framework, variant, route, count = args.child
         child(framework, variant, route, int(count))
         return 0
-    frameworks, routes = args.frameworks.split(","), args.routes.split(",")
+    args.short = args.short or (5 if args.quick else 20)
+    args.long = args.long or (15 if args.quick else 80)
+    frameworks = args.frameworks.split(",")
+    routes = (args.routes or ("fast" if args.quick else ",".join(ROUTES))).split(",")
     variants: List[str] = args.variants.split(",")
     per_request = measure(frameworks, routes, variants, args.short, args.long, args.jobs)
     print("Instructions per request (valgrind callgrind; ratio against otel):\n")

@@ -1,6 +1,6 @@
 """Benchmark: the report viewer listing a directory of 10,000 reports.
 
-    .venv/bin/python bench/viewer_list.py [--reports 10000] [--dir DIR] [--requests 30]
+    .venv/bin/python -m bench.viewer_list [--reports 10000] [--dir DIR] [--requests 30]
 
 Writes N real report files (``write_report_files``: JSON with a ~4 KB text call tree, HTML,
 Markdown; kept in --dir for reruns), then measures in-process (index cold build, rescan,
@@ -14,20 +14,17 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from typing import Callable, Dict, List, Tuple
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "src"))
+if __package__ in (None, ""):  # run as bench/viewer_list.py
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from bench.common import Server, free_port  # noqa: E402
 from otel_perfmon.dedup import fingerprint  # noqa: E402
 from otel_perfmon.report.model import Report  # noqa: E402
 from otel_perfmon.report.render import write_report_files  # noqa: E402
@@ -132,25 +129,15 @@ def in_process(report_dir: str) -> List[Tuple[str, float]]:
 
 
 def over_http(report_dir: str, requests: int) -> List[Tuple[str, float]]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    exe = os.path.join(os.path.dirname(sys.executable), "otel-perfmon")
-    argv = [exe, "serve", "--report-dir", report_dir, "--port", str(port), "--log-level", "warning"]
-    log = tempfile.TemporaryFile()
-    started = time.perf_counter()
-    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
+    exe = os.path.join(os.path.dirname(sys.executable), "otel-perfmon")
+    log_path = tempfile.mktemp(prefix="otel-perfmon-viewer-", suffix=".log")
+    started = time.perf_counter()
+    server = Server("otel-perfmon serve", [exe, "serve", "--report-dir", report_dir, "--port", str(port),
+                                           "--log-level", "warning"], base + "/healthz", log_path)
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/healthz", timeout=1):
-                    break
-            except OSError:
-                if process.poll() is not None or time.perf_counter() - started > 120:
-                    log.seek(0)
-                    raise SystemExit("server did not start:\n" + log.read().decode(errors="replace"))
-                time.sleep(0.1)
+        server.wait_ready(timeout_seconds=120)
         print(f"server up (index built) after {time.perf_counter() - started:.2f} s")
         paths = {"http p50: GET /reports": "/reports",
                  "http p50: GET /reports?sort=duration": "/reports?sort=duration",
@@ -171,8 +158,8 @@ def over_http(report_dir: str, requests: int) -> List[Tuple[str, float]]:
         results.append(("http max: any list request (includes periodic rescans)", worst))
         return results
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
+        server.stop()
+        os.unlink(log_path)
 
 
 def main() -> int:

@@ -1,5 +1,6 @@
-"""Smoke test of the overhead benchmark: ``bench/run.py --quick --no-servers`` runs to the end and
-prints every variant, every route, the slow-request check and the goals (no timing assertions)."""
+"""Smoke test of the benchmark package: ``bench/run.py --quick`` sections run to the end and print
+every variant, every route, the slow-request check, the call-tree quality rows and the goals (no
+timing assertions)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def test_quick_bench_prints_all_variants_and_routes(tmp_path):
     output = tmp_path / "results.md"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_PERFMON_")}
     fastapi = _has_fastapi()
-    argv = [sys.executable, RUN, "--quick", "--no-servers", "--rss-requests", "500", "--rss-warmup", "100",
+    argv = [sys.executable, RUN, "--quick", "--only", "inprocess,memory", "--rss-requests", "500", "--rss-warmup", "100",
             "--output", str(output)] + ([] if fastapi else ["--no-fastapi"])
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -69,7 +70,7 @@ def test_quick_bench_under_load_interleaves_variants_in_one_gunicorn(tmp_path):
     """The under-load phases with real gunicorn servers: one process hosting every variant under
     a rotating load (server-side timings per variant), and the per-variant throughput windows."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_PERFMON_")}
-    argv = [sys.executable, RUN, "--quick", "--no-fastapi", "--no-rss", "--rounds", "1", "--requests", "2",
+    argv = [sys.executable, RUN, "--quick", "--only", "inprocess,load", "--no-fastapi", "--rounds", "1", "--requests", "2",
             "--warmup", "5", "--output", str(tmp_path / "results.md")]
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -101,14 +102,35 @@ Transfer/sec:    500.00KB
 
 
 def test_parse_wrk_output():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_run", RUN)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, os.path.dirname(RUN))
+    sys.path.insert(0, ROOT)
     try:
-        spec.loader.exec_module(module)
+        from bench.load import parse_wrk
     finally:
-        sys.path.remove(os.path.dirname(RUN))
-    parsed = module.parse_wrk(WRK_OUTPUT)
+        sys.path.remove(ROOT)
+    parsed = parse_wrk(WRK_OUTPUT)
     assert parsed == {"rps": 3500.25, "p50_ms": pytest.approx(0.95), "p99_ms": 2.5, "errors": 4.0}
+
+
+@pytest.mark.timeout(120)
+def test_quick_call_tree_quality_has_a_report_per_case(tmp_path):
+    """``--only quality``: one row per (framework, case, variant), each with a report; a goal
+    line per case (PASS or MISS: no timing assertion)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_PERFMON_")}
+    fastapi = _has_fastapi()
+    argv = [sys.executable, RUN, "--quick", "--only", "quality", "--output", str(tmp_path / "results.md")] + \
+        ([] if fastapi else ["--no-fastapi"])
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = proc.stdout
+    table = text.split("## Call-tree quality", 1)[1].split("\n## ", 1)[0]
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in table.splitlines()[4:] if line.startswith("| ")]
+    cases = {"flask": 2, "fastapi": 4} if fastapi else {"flask": 2}
+    assert len(rows) == 2 * sum(cases.values()), table
+    for framework, count in cases.items():
+        mine = [row for row in rows if row[0] == framework]
+        assert len(mine) == 2 * count and {row[3] for row in mine} == {"default", "always"}, table
+    for row in rows:
+        assert row[4] not in ("no report", "none"), row  # profile.mode: a report with a profile
+        assert int(row[6]) > 0, row  # sample_count
+    goals = text.split("## Goals", 1)[1].strip().splitlines()
+    assert len(goals) == sum(cases.values()) and all(line.startswith(("- PASS", "- MISS")) for line in goals)
