@@ -108,8 +108,11 @@ def read_spans(span_dir: str) -> List[dict]:
 
 
 def read_reports(report_dir: str) -> List[dict]:
+    """The report JSON files (``<report_id>.json``; ids have no dot) of ``report_dir``."""
     reports = []
     for path in sorted(glob.glob(os.path.join(report_dir, "*.json"))):
+        if "." in os.path.basename(path)[: -len(".json")]:
+            continue  # not a report's JSON (e.g. <id>.speedscope.json)
         with open(path, encoding="utf-8") as handle:
             reports.append(json.load(handle))
     return reports

@@ -5,7 +5,9 @@ import os
 import sys
 import time
 
+import httpx
 from fastapi import FastAPI
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from pydantic import BaseModel
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
@@ -13,7 +15,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 from otel_perfmon import configure_perfmon  # noqa: E402
 from tracing_setup import setup_tracing  # noqa: E402
 
-setup_tracing("params-fastapi")
+HTTPXClientInstrumentor().instrument(tracer_provider=setup_tracing("params-fastapi"))
 app = FastAPI()
 
 
@@ -31,6 +33,19 @@ async def health():
 @app.post("/orders")
 async def orders(order: Order):
     await asyncio.sleep(0.4)
+    return {"ok": order.name}
+
+
+UPSTREAM = os.environ.get("EXAMPLE_UPSTREAM_URL", "")
+
+
+@app.post("/enrich")
+async def enrich(order: Order):
+    """Calls an upstream once per tag: the outgoing-call N+1 (HTTPX client spans)."""
+    async with httpx.AsyncClient() as client:
+        for i in range(12):
+            await client.get(f"{UPSTREAM}/items/{i}", params={"api_key": order.password, "page": 1})
+    await asyncio.sleep(0.2)
     return {"ok": order.name}
 
 

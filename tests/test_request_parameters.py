@@ -3,8 +3,11 @@ Flask form and JSON in-process, FastAPI JSON body and form under real uvicorn.""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import os
+import threading
 import time
 from types import SimpleNamespace
 
@@ -145,16 +148,46 @@ def test_fastapi_json_body_and_form_under_uvicorn(workdir):
     port = free_port()
     env = {"OTEL_PERFMON_THRESHOLD_SECONDS": "0.2", "OTEL_PERFMON_REPORT_DIR": workdir["reports"],
            "OTEL_PERFMON_DEDUP_WINDOW_SECONDS": "0"}
-    with run_server(uvicorn_argv("params_fastapi_app:app", port), env, port, workdir["log"],
-                    cwd=os.path.dirname(__file__)) as server:
+    with upstream_server() as upstream, \
+            run_server(uvicorn_argv("params_fastapi_app:app", port), dict(env, EXAMPLE_UPSTREAM_URL=upstream), port,
+                       workdir["log"], cwd=os.path.dirname(__file__)) as server:
         import requests
 
         body = {"name": "Ada", "password": SECRET, "tags": ["a", "b"]}
-        assert requests.post(server.url("/orders"), json=body, timeout=30).status_code == 200
-        assert requests.post(server.url("/sync-orders"), json=body, timeout=30).status_code == 200
-        reports = wait_until(lambda: len(read_reports(workdir["reports"])) >= 2 and read_reports(workdir["reports"]),
-                             30, message="two reports")
+        for route in ("/orders", "/sync-orders", "/enrich"):
+            assert requests.post(server.url(route), json=body, timeout=30).status_code == 200
+        reports = wait_until(lambda: len(read_reports(workdir["reports"])) >= 3 and read_reports(workdir["reports"]),
+                             30, message="three reports")
     by_route = {r["http"]["route"]: r for r in reports}
-    for route in ("/orders", "/sync-orders"):
+    for route in ("/orders", "/sync-orders", "/enrich"):
         assert by_route[route]["request"]["json"] == {"name": "Ada", "password": "[REDACTED]", "tags": ["a", "b"]}
+    calls = [row for row in by_route["/enrich"]["spans"] if row.get("http_method") == "GET"]
+    assert len(calls) == 12 and all(row["kind"] == "client" for row in calls)
+    assert calls[0]["url_template"] == f"{upstream}/items/{{id}}"
+    assert "api_key=%5BREDACTED%5D" in calls[0]["url"] or "api_key=[REDACTED]" in calls[0]["url"]
+    (finding,) = by_route["/enrich"]["n_plus_one"]
+    assert finding["kind"] == "http" and finding["count"] == 12 and finding["url"] == f"{upstream}/items/{{id}}"
     _no_secret_in(workdir["reports"])
+
+
+@contextlib.contextmanager
+def upstream_server():
+    """A loopback HTTP server answering every GET with 200 (the app's upstream)."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
