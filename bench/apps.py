@@ -39,9 +39,9 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import SpanKind
 
 VARIANTS = ("bare", "otel", "otel_b", "perfmon_default", "perfmon_always", "raw_pyinstrument")

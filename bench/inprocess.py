@@ -107,7 +107,7 @@ class AsgiDriver:
                 if not delivered:
                     delivered = True
                     return dict(request_message)
-                await done.wait()  # a disconnect listener: released once the response is sent
+                await done.wait()  # noqa: B023  (awaited in this iteration: released once the response is sent)
                 return {"type": "http.disconnect"}
 
             scope = dict(scope_template)
@@ -137,7 +137,7 @@ def driver(framework: str, routes: Sequence[str] = apps.ROUTES + ("health",)) ->
         instance.close()
 
 
-def measure(bench_apps: Dict[str, "apps.BenchApp"], run: Callable[[Any, str, int], List[int]],
+def measure(bench_apps: Dict[str, apps.BenchApp], run: Callable[[Any, str, int], List[int]],
             rounds: int, requests: int, slow_requests: int, warmup: int) -> Timings:
     """Interleaved rounds over ``bench_apps``; returns per (variant, route) the request times
     (ns) of each round. Within a round the variants take turns request by request, each turn in
@@ -167,7 +167,7 @@ def measure(bench_apps: Dict[str, "apps.BenchApp"], run: Callable[[Any, str, int
     return timings
 
 
-def check_slow_spans(bench_app: "apps.BenchApp") -> Dict[str, Any]:
+def check_slow_spans(bench_app: apps.BenchApp) -> Dict[str, Any]:
     """For each recorded slow SERVER span: perfmon.report.id set and the report's JSON has a
     non-empty profile.call_tree_text. Returns counts, report ids, profile modes and failures."""
     bench_app.flush()

@@ -16,7 +16,8 @@ measures the in-process cost of each variant as instructions per request:
 
 Counts include the hooks, the background threads and pyinstrument's work when the policy
 profiles a span (exploration included; pyinstrument samples on a real-time interval, so under
-valgrind's slowdown a profiled span costs more than it would, which errs against us). They do not include cache or GIL-contention effects, which
+valgrind's slowdown a profiled span costs more than it would, which errs against us). They do
+not include cache or GIL-contention effects, which
 the wall-clock bench (``make bench``) covers. Run: ``.venv/bin/python -m bench.instructions``.
 """
 

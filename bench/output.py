@@ -9,7 +9,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from bench import apps, quality, sampler_cost
 from bench.common import BASELINE, Goal, goal_line, md_table
-from bench.inprocess import LOAD_ROUTES, PHASES as IN_PROCESS_PHASES
+from bench.inprocess import LOAD_ROUTES
+from bench.inprocess import PHASES as IN_PROCESS_PHASES
 from bench.load import INTERLEAVED_PHASES, WINDOW_PHASES
 
 GOAL_DEFAULT_RATIO = 1.03
@@ -43,12 +44,14 @@ def in_process_table(summary: Summary) -> str:
 
 
 def server_table(summary: Summary) -> str:
-    header = ["route", "variant", "req/s", "cost × otel (range)", "p50 ms", "p50 × otel", "p99 ms", "p99 × otel", "errors"]
+    header = ["route", "variant", "req/s", "cost × otel (range)", "p50 ms", "p50 × otel", "p99 ms", "p99 × otel",
+              "errors"]
     rows = []
     for route in LOAD_ROUTES:
         for variant in apps.VARIANTS:
             e = summary[(variant, route)]
-            rows.append([route, variant, f"{e['rps']:.0f}", f"{e['cost']:.3f} ({e['cost_min']:.2f}–{e['cost_max']:.2f})",
+            cost = f"{e['cost']:.3f} ({e['cost_min']:.2f}–{e['cost_max']:.2f})"
+            rows.append([route, variant, f"{e['rps']:.0f}", cost,
                          f"{e['p50_ms']:.2f}", f"{e['p50_ratio']:.3f}", f"{e['p99_ms']:.2f}", f"{e['p99_ratio']:.3f}",
                          f"{e['errors']:.0f}"])
     return md_table(header, rows)
@@ -87,7 +90,8 @@ def goal_lines(results: Dict[str, Any]) -> List[Goal]:
     rss = results.get("memory")
     if rss:
         goals.append((f"RSS growth over {rss['requests']:,} requests ≤ {GOAL_RSS_GROWTH_MB:.0f} MB",
-                      f"{rss['growth_mb']:.1f} MB (peak {rss['peak_mb']:.1f} MB)", rss["growth_mb"] <= GOAL_RSS_GROWTH_MB))
+                      f"{rss['growth_mb']:.1f} MB (peak {rss['peak_mb']:.1f} MB)",
+                      rss["growth_mb"] <= GOAL_RSS_GROWTH_MB))
     if results.get("quality"):
         goals += quality.goals(results["quality"])
     if results.get("sampler"):

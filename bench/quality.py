@@ -2,16 +2,16 @@
 profiling the whole span (``profile_policy="always"``) does?
 
 Each case is one request to a fresh app with a fresh ``configure_perfmon`` (threshold 1 s,
-memory dedup store, a fresh report_dir, an ``InMemoryReportExporter``), called in-process
-(WSGI / ASGI callable). The route spends 0.8 s in its culprit, then 0.4 s of CPU in
-``render_page``. From the report: ``profile.mode``, ``profile.coverage``,
-``profile.sample_count`` and the culprit's share, the ``percent`` of the culprit function in
-``profile.hotspots`` (self time). The time of a sleep or an await is charged to the Python
-function that called it: full pyinstrument sessions show ``time.sleep`` as a ``sleep
-<built-in>`` frame and an await's time in ``asyncio.sleep`` (asyncio/tasks.py), while the
-sampler may charge them to the caller, so those hotspots count as the culprit's (``CHARGED``). Two variants per case: the default configuration and
-``profile_policy="always"`` (the reference). Goal per case: the default's coverage >= 0.9 and
-its culprit share within 10 points of the reference's.
+memory dedup store, a fresh report_dir, an ``InMemoryReportExporter``), called in-process (WSGI
+/ ASGI callable). The route spends 0.8 s in its culprit, then 0.4 s of CPU in ``render_page``.
+From the report: ``profile.mode``, ``profile.coverage``, ``profile.sample_count`` and the
+culprit's share, the ``percent`` of the culprit function in ``profile.hotspots`` (self time).
+The time of a sleep or an await is charged to the Python function that called it: full
+pyinstrument sessions show ``time.sleep`` as a ``sleep <built-in>`` frame and an await's time
+in ``asyncio.sleep`` (asyncio/tasks.py), while the sampler may charge them to the caller, so
+those hotspots count as the culprit's (``CHARGED``). Two variants per case: the default
+configuration and ``profile_policy="always"`` (the reference). Goal per case: the default's
+coverage >= 0.9 and its culprit share within 10 points of the reference's.
 """
 
 from __future__ import annotations

@@ -55,14 +55,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     add("--no-fastapi", action="store_true", help="skip FastAPI (in every section)")
     add("--no-rss", action="store_true", help="skip the memory section")
     add("--rounds", type=int, help="in-process rounds (default 10, quick 3)")
-    add("--requests", type=int, help="in-process requests per variant, route and round, in turns (default 150, quick 10)")
+    add("--requests", type=int,
+        help="in-process requests per variant, route and round, in turns (default 150, quick 10)")
     add("--slow-requests", type=int, help="slow requests per variant and round (default 1)")
     add("--warmup", type=int, help="warm-up requests per variant and route (default 200, quick 20)")
     add("--mixed-rounds", type=int, help="rounds of the interleaved one-server run (default 3, quick 1)")
     add("--mixed-seconds", type=float, help="seconds per route and round of the interleaved run (default 6, quick 1)")
     add("--load-rounds", type=int, help="rounds under load (default 3, quick 1)")
     add("--load-seconds", type=float, help="seconds per variant, route and round under load (default 2, quick 1)")
-    add("--load-warmup-seconds", type=float, help="warm-up burst (Python client) per variant and route, s; 0 skips it (default 0.5, quick 0)")
+    add("--load-warmup-seconds", type=float,
+        help="warm-up burst (Python client) per variant and route, s; 0 skips it (default 0.5, quick 0)")
     add("--rss-requests", type=int, help="requests of the memory run (default 100000, quick 3000)")
     add("--rss-warmup", type=int, help="warm-up requests of the memory run (default 2000, quick 300)")
     add("--dedup-off-requests", type=int, help="slow requests of the dedup-off check (default 8, quick 3)")

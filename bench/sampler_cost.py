@@ -98,7 +98,8 @@ class _Meter:
         self._thread.join(5)
 
 
-def _workload(tracer: Any, case: str, count: int, stop: threading.Event, opened: threading.Barrier) -> List[threading.Thread]:
+def _workload(tracer: Any, case: str, count: int, stop: threading.Event,
+              opened: threading.Barrier) -> List[threading.Thread]:
     def span() -> Any:
         return tracer.start_as_current_span("GET /concurrent", kind=SpanKind.SERVER, attributes=ATTRIBUTES)
 
@@ -133,7 +134,8 @@ def _workload(tracer: Any, case: str, count: int, stop: threading.Event, opened:
     return threads
 
 
-def measure_row(case: str, count: int, threshold: float, enabled: bool, seconds: float, report_dir: str) -> Dict[str, Any]:
+def measure_row(case: str, count: int, threshold: float, enabled: bool, seconds: float,
+                report_dir: str) -> Dict[str, Any]:
     """One workload with perfmon enabled or not; the sampler's CPU, stats and the ticker's p99."""
     from otel_perfmon import configure_perfmon
     from otel_perfmon.testing import InMemoryReportExporter
@@ -162,12 +164,12 @@ def measure_row(case: str, count: int, threshold: float, enabled: bool, seconds:
         perfmon.shutdown(5)
         provider.shutdown()
     cpu = sum(value - cpu_before.get(thread, 0.0) for thread, value in cpu_after.items())
-    overshoots = sorted(meter.overshoots)
+    overshoots = sorted(meter.overshoots) or [0.0]
     row: Dict[str, Any] = {
         "case": case, "n": count, "threshold": threshold, "enabled": enabled, "wall": wall,
         "sampler_threads": len(cpu_after), "cpu_percent": 100.0 * cpu / wall,
-        "tick_p99_ms": 1000.0 * overshoots[min(len(overshoots) - 1, int(len(overshoots) * 0.99))] if overshoots else 0.0,
-        "tick_median_ms": 1000.0 * statistics.median(overshoots) if overshoots else 0.0}
+        "tick_p99_ms": 1000.0 * overshoots[min(len(overshoots) - 1, int(len(overshoots) * 0.99))],
+        "tick_median_ms": 1000.0 * statistics.median(overshoots)}
     for key in STATS_KEYS:
         if key not in stats_after:
             row[key] = None

@@ -60,7 +60,8 @@ def make(report_dir: str, i: int, start: float) -> Report:
         span_id=f"{rng.getrandbits(64):016x}", service_name=service, span_name=f"{method} {route}", method=method,
         route=route, path=route.replace("<int:id>", str(i)), query="", status_code=200,
         duration_ms=1000.0 + rng.random() * 9000, threshold_ms=1000.0, start_time=_iso(start),
-        end_time=_iso(start + 1), headers={"x-request-id": f"{i:x}", "user-agent": "bench", "authorization": "[REDACTED]"},
+        end_time=_iso(start + 1),
+        headers={"x-request-id": f"{i:x}", "user-agent": "bench", "authorization": "[REDACTED]"},
         interval_seconds=0.001, sample_count=900,
         hotspots=[{"function": f"fn_{k}", "file": "app/db.py", "line": k, "self_ms": 100.0, "percent": 10.0}
                   for k in range(10)],

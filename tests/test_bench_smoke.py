@@ -45,8 +45,8 @@ def test_quick_bench_prints_all_variants_and_routes(tmp_path):
     output = tmp_path / "results.md"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_PERFMON_")}
     fastapi = _has_fastapi()
-    argv = [sys.executable, RUN, "--quick", "--only", "inprocess,memory", "--rss-requests", "500", "--rss-warmup", "100",
-            "--output", str(output)] + ([] if fastapi else ["--no-fastapi"])
+    argv = [sys.executable, RUN, "--quick", "--only", "inprocess,memory", "--rss-requests", "500",
+            "--rss-warmup", "100", "--output", str(output)] + ([] if fastapi else ["--no-fastapi"])
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, proc.stderr[-4000:]
     text = proc.stdout
@@ -70,8 +70,8 @@ def test_quick_bench_under_load_interleaves_variants_in_one_gunicorn(tmp_path):
     """The under-load phases with real gunicorn servers: one process hosting every variant under
     a rotating load (server-side timings per variant), and the per-variant throughput windows."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_PERFMON_")}
-    argv = [sys.executable, RUN, "--quick", "--only", "inprocess,load", "--no-fastapi", "--rounds", "1", "--requests", "2",
-            "--warmup", "5", "--output", str(tmp_path / "results.md")]
+    argv = [sys.executable, RUN, "--quick", "--only", "inprocess,load", "--no-fastapi", "--rounds", "1",
+            "--requests", "2", "--warmup", "5", "--output", str(tmp_path / "results.md")]
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, proc.stderr[-4000:]
     text = proc.stdout
@@ -123,7 +123,8 @@ def test_quick_call_tree_quality_has_a_report_per_case(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     text = proc.stdout
     table = text.split("## Call-tree quality", 1)[1].split("\n## ", 1)[0]
-    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in table.splitlines()[4:] if line.startswith("| ")]
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]]
+            for line in table.splitlines()[4:] if line.startswith("| ")]
     cases = {"flask": 2, "fastapi": 4} if fastapi else {"flask": 2}
     assert len(rows) == 2 * sum(cases.values()), table
     for framework, count in cases.items():
