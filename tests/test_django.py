@@ -212,3 +212,19 @@ def test_zero_code_under_opentelemetry_instrument(tmp_path):
     assert report["headers"]["authorization"] == "[REDACTED]"
     assert "crunch_numbers" in report["profile"]["call_tree_text"]
     assert report["service_name"] == SERVICE
+
+
+@pytest.mark.parametrize("interface", ["wsgi", "asgi"])
+def test_a_form_the_view_parsed_is_in_the_report_scrubbed(tmp_path, interface):
+    import requests
+
+    root = str(tmp_path)
+    port = free_port()
+    with run_server(argv_for(interface, port, workers=1), django_env(root), port, os.path.join(root, "log")) as server:
+        form = {"name": "Ada", "password": "hunter2-django-secret", "csrfmiddlewaretoken": "tok-123456"}
+        assert requests.post(server.url("/signup"), data=form, timeout=30).status_code == 200
+        (report,) = wait_until(lambda: reports_in(os.path.join(root, "reports")), 30, message="the report")
+    assert report["request"]["form"] == {"name": "Ada", "password": "[REDACTED]", "csrfmiddlewaretoken": "[REDACTED]"}
+    for name in os.listdir(os.path.join(root, "reports")):
+        text = open(os.path.join(root, "reports", name), encoding="utf-8", errors="replace").read()
+        assert "hunter2-django-secret" not in text and "tok-123456" not in text, name

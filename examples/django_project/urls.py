@@ -12,4 +12,5 @@ urlpatterns = [
     path("sync-io", views.sync_io),
     path("async-io", views.async_io),
     path("items/<int:item_id>", views.item),
+    path("signup", views.signup),
 ]

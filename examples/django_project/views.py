@@ -40,6 +40,13 @@ async def async_io(request: HttpRequest) -> JsonResponse:
     return JsonResponse(await fetch_from_slow_service(SLOW_SECONDS))
 
 
+def signup(request: HttpRequest) -> JsonResponse:
+    """A slow form post: the view reads ``request.POST`` (so the report may show it, scrubbed)."""
+    name = request.POST.get("name", "")
+    load_from_slow_backend(SLOW_SECONDS)
+    return JsonResponse({"name": name})
+
+
 def item(request: HttpRequest, item_id: int) -> JsonResponse:
     """Parameterized: odd ids are slow (CPU)."""
     if item_id % 2:
