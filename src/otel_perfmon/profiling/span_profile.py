@@ -33,12 +33,18 @@ def _function_and_file(identifier: str) -> Tuple[str, str]:
     return parts[0], (parts[1] if len(parts) > 1 else "")
 
 
+#: (function, file suffix) of the awaits that hand a sync call to a worker thread: anyio's
+#: run_sync (FastAPI/Starlette) and asgiref's SyncToAsync (Django under ASGI).
+_THREAD_HANDOFFS = (("run_sync", "anyio/to_thread.py"), ("__call__", "asgiref/sync.py"))
+
+
 def _is_anyio_thread_await(stack: Sequence[str]) -> bool:
     if not stack or stack[-1] != AWAIT_FRAME_IDENTIFIER:
         return False
     for identifier in stack:
         function, path = _function_and_file(identifier)
-        if function == "run_sync" and path.replace("\\", "/").endswith("anyio/to_thread.py"):
+        path = path.replace("\\", "/")
+        if any(function == name and path.endswith(suffix) for name, suffix in _THREAD_HANDOFFS):
             return True
     return False
 
