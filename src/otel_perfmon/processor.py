@@ -122,8 +122,9 @@ class PerfmonSpanProcessor(SpanProcessor):
                 parent = span.parent
                 if parent is not None and parent.is_valid and not parent.is_remote:
                     return
-                if self._url_filter.active and not self._url_filter.allows(span.attributes or {}, span.name):
-                    return
+                if kind is _SERVER and self._url_filter.active and \
+                        not self._url_filter.allows(span.attributes or {}, span.name):
+                    return  # URL filters are for requests; tasks are not filtered by them
                 threshold = self._threshold if kind is _SERVER else self._task_threshold
             elif forced_in_use():  # an @profile span: any kind, any parent
                 forced = FORCED_THRESHOLD.get()
