@@ -137,11 +137,19 @@ class SpeedscopeFileRenderer:
         from pyinstrument.renderers import SpeedscopeRenderer
 
         try:
-            text: str = SpeedscopeRenderer().render(report.session)
+            data = json.loads(SpeedscopeRenderer().render(report.session))
         except RecursionError:
             return None
-        # json.dumps already escaped the request-derived span name in the profile's name; "<",
-        # ">" and "&" occur only inside JSON strings, where these escapes are the same characters
+        # speedscope's file-format-schema.json: a number, and no null file or line in a frame
+        # (pyinstrument writes null for "[self]" and other synthetic frames)
+        data["activeProfileIndex"] = 0
+        for frame in data.get("shared", {}).get("frames", []):
+            for key in ("file", "line"):
+                if frame.get(key) is None:
+                    frame.pop(key, None)
+        # json.dumps escapes the request-derived span name in the profile's name; "<", ">" and
+        # "&" occur only inside JSON strings, where these escapes are the same characters
+        text = json.dumps(data, ensure_ascii=True, separators=(",", ":")) + "\n"
         return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 

@@ -9,7 +9,11 @@ Routes (all below the mount point when mounted):
                                  ``page``, ``per_page``
 ``GET /reports/{id}``            report page (the page ``report_url_template`` points to)
 ``GET /reports/{id}/tree``       the report's self-contained ``<id>.html`` (sandboxed)
-``GET /reports/{id}/download``   zip of ``<id>.html``, ``<id>.md`` and ``<id>.json``
+``GET /reports/{id}/download``   zip of ``<id>.html``, ``<id>.md``, ``<id>.json`` and
+                                 ``<id>.speedscope.json`` (when the report has one)
+``GET /reports/{id}/speedscope.json``  the report's speedscope flame-graph file (a download)
+``GET /static/speedscope/``      speedscope's own build (``make speedscope-assets``), which
+                                 opens ``#profileURL=<the file above>``; absent without it
 ``GET /routes``                  one row per service + method + route
 ``GET /route``                   one route's reports over time (``service``, ``method``, ``route``)
 ``GET /api/reports``             JSON list, same filters and paging as ``/reports``
@@ -39,7 +43,8 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from otel_perfmon._options import parse_int
 from otel_perfmon.report.ids import is_valid_report_id
@@ -67,6 +72,15 @@ PAGE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; frame-s
 #: The report file's own policy, plus a sandbox: its scripts run in an opaque origin that
 #: cannot read the viewer's pages, cookies or API. Framed by the viewer's report page only.
 TREE_CSP = REPORT_FILE_CSP + "; sandbox allow-scripts allow-popups; frame-ancestors 'self'"
+#: speedscope's page only (its build under /static/speedscope/): its own script and the
+#: WebAssembly it bundles (no JS eval: its protobuf.js probes for Node's require with eval and
+#: does without), its stylesheet, font and images, inline styles (its CSS-in-JS), and
+#: fetching the profile file from here, the same origin, only.
+SPEEDSCOPE_CSP = ("default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+                  "img-src 'self' data:; font-src 'self'; connect-src 'self'; "
+                  "form-action 'none'; base-uri 'none'; frame-ancestors 'none'")
+#: Where ``make speedscope-assets`` unpacks speedscope's ``dist/release`` (git-ignored).
+SPEEDSCOPE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static", "speedscope")
 _SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
                      "Cache-Control": "no-store"}
 #: Added by :class:`~otel_perfmon.viewer.auth.SecurityHeadersMiddleware` to every response
@@ -92,6 +106,8 @@ class ViewerSettings:
     auth_token: Optional[str]
     trace_url_template: Optional[str]
     title: str
+    #: speedscope's build (a directory with its index.html), or None when it is not installed
+    speedscope_dir: Optional[str] = None
 
 
 class BadRequest(ValueError):
@@ -313,7 +329,21 @@ class Viewer:
                             headers=headers, hotspots=hotspots, host=host,
                             entry=self.index.dedup_entry(report_id),
                             trace_url=trace_url(self.settings.trace_url_template, data),
-                            has_tree=self._file(report_id, "html") is not None)
+                            has_tree=self._file(report_id, "html") is not None,
+                            flame_graph=self._flame_graph(request, report_id))
+
+    def _flame_graph(self, request: Request, report_id: str) -> Optional[Dict[str, Any]]:
+        """The report page's flame-graph links: ``file`` (the speedscope file's URL) and
+        ``viewer`` (speedscope opening it, or None when speedscope is not installed); None
+        when the report has no speedscope file."""
+        if self._file(report_id, "speedscope.json") is None:
+            return None
+        root = request.scope.get("root_path", "").rstrip("/")
+        file_url = f"{root}/reports/{report_id}/speedscope.json"
+        viewer = None
+        if self.settings.speedscope_dir:  # a same-origin URL: speedscope's page may fetch only from here
+            viewer = f"{root}/static/speedscope/index.html#profileURL={quote(file_url, safe='')}"
+        return {"file": file_url, "viewer": viewer, "name": f"{report_id}.speedscope.json"}
 
     def report_tree(self, request: Request) -> Response:
         path = self._file(request.path_params["report_id"], "html")
@@ -328,9 +358,19 @@ class Viewer:
                         headers={**_SECURITY_HEADERS, "Content-Security-Policy": TREE_CSP,
                                  "X-Frame-Options": "SAMEORIGIN"})
 
+    def report_speedscope(self, request: Request) -> Response:
+        report_id = request.path_params["report_id"]
+        path = self._file(report_id, "speedscope.json")
+        if path is None:
+            return self._not_found(request)
+        with open(path, "rb") as handle:
+            body = handle.read()
+        return Response(body, media_type="application/json", headers={
+            **_SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{report_id}.speedscope.json"'})
+
     def report_download(self, request: Request) -> Response:
         report_id = request.path_params["report_id"]
-        paths = [(suffix, self._file(report_id, suffix)) for suffix in ("html", "md", "json")]
+        paths = [(suffix, self._file(report_id, suffix)) for suffix in ("html", "md", "json", "speedscope.json")]
         if paths[2][1] is None:
             return self._not_found(request)
         buffer = io.BytesIO()
@@ -526,7 +566,7 @@ def _stylesheet() -> bytes:
 
 def create_app(report_dir: str, auth_token: Optional[str] = None, trace_url_template: Optional[str] = None,
                dedup_store: Optional[str] = "sqlite", refresh_interval_seconds: float = 2.0,
-               title: str = "otel-perfmon reports") -> Starlette:
+               title: str = "otel-perfmon reports", speedscope_dir: Optional[str] = SPEEDSCOPE_DIR) -> Starlette:
     """The viewer as an ASGI app (Starlette), to run with uvicorn or mount in your own app.
 
     ``report_dir``: the directory with ``<report_id>.json/.html/.md``. ``auth_token``: when
@@ -534,23 +574,29 @@ def create_app(report_dir: str, auth_token: Optional[str] = None, trace_url_temp
     ``trace_url_template``: e.g. ``http://localhost:16686/trace/{trace_id}`` (Jaeger) to link
     each report to its trace. ``dedup_store``: where occurrence counts are read (``sqlite``,
     a ``redis://`` URL, or ``None``). ``refresh_interval_seconds``: how often the listing
-    rescans report_dir. Raises ``ValueError`` for an invalid template. Mount it with
+    rescans report_dir. ``speedscope_dir``: speedscope's build, served at
+    ``/static/speedscope/`` when it holds an ``index.html`` (``make speedscope-assets``); without
+    it the report page offers the ``.speedscope.json`` download only. Raises ``ValueError``
+    for an invalid template. Mount it with
     ``starlette.routing.Mount("/perfmon", app=create_app(...))`` or
     ``app.mount("/perfmon", create_app(...))`` in FastAPI; for Flask see
     :func:`otel_perfmon.viewer.create_wsgi_app`.
     """
+    if speedscope_dir and not os.path.isfile(os.path.join(speedscope_dir, "index.html")):
+        speedscope_dir = None
     settings = ViewerSettings(os.path.abspath(report_dir), auth_token or None,
-                              validate_trace_url_template(trace_url_template), title)
+                              validate_trace_url_template(trace_url_template), title, speedscope_dir)
     index = ReportIndex(settings.report_dir, dedup_reader(dedup_store, settings.report_dir),
                         refresh_interval_seconds)
     viewer = Viewer(settings, index)
-    routes = [
+    routes: List[BaseRoute] = [
         Route("/", viewer.home, methods=["GET"]),
         Route("/healthz", viewer.healthz, methods=["GET"]),
         Route("/reports", viewer.list_page, methods=["GET"]),
         Route("/reports/{report_id}", viewer.report_page, methods=["GET"]),
         Route("/reports/{report_id}/tree", viewer.report_tree, methods=["GET"]),
         Route("/reports/{report_id}/download", viewer.report_download, methods=["GET"]),
+        Route("/reports/{report_id}/speedscope.json", viewer.report_speedscope, methods=["GET"]),
         Route("/routes", viewer.routes_page, methods=["GET"]),
         Route("/route", viewer.route_page, methods=["GET"]),
         Route("/api/reports", viewer.api_list, methods=["GET"]),
@@ -560,6 +606,12 @@ def create_app(report_dir: str, auth_token: Optional[str] = None, trace_url_temp
         Route("/logout", viewer.logout, methods=["POST"]),
         Route("/static/viewer.css", viewer.stylesheet, methods=["GET"]),
     ]
+    if settings.speedscope_dir:  # its files reveal no report data: open, like the stylesheet
+        speedscope: Any = auth.SecurityHeadersMiddleware(
+            StaticFiles(directory=settings.speedscope_dir, html=True),
+            headers={**_SECURITY_HEADERS, "Cache-Control": "no-cache", "Content-Security-Policy": SPEEDSCOPE_CSP,
+                     "X-Frame-Options": "DENY"})
+        routes.append(Mount("/static/speedscope", app=speedscope))
     app = Starlette(routes=routes, middleware=[
         Middleware(auth.SecurityHeadersMiddleware, headers=DEFAULT_RESPONSE_HEADERS),
         Middleware(auth.TokenAuthMiddleware, token=settings.auth_token)])
