@@ -64,6 +64,7 @@ class PerfmonConfig:
     profile_policy: Any = "adaptive"
     queue_size: int = 1000
     export_timeout_seconds: float = 30.0
+    shutdown_timeout_seconds: float = 5.0  # at process exit (atexit, uvicorn's SIGTERM): flush within this
     profile_budget: float = 0.005
     profile_explore_rate: float = 0.001
     profile_candidate_ratio: float = 0.5
@@ -97,6 +98,7 @@ _ENV: Dict[str, Tuple[str, Callable[[str], Any]]] = {
     "profile_policy": (ev.OTEL_PERFMON_PROFILE_POLICY, parse_lower),
     "queue_size": (ev.OTEL_PERFMON_QUEUE_SIZE, parse_int),
     "export_timeout_seconds": (ev.OTEL_PERFMON_EXPORT_TIMEOUT_SECONDS, parse_float),
+    "shutdown_timeout_seconds": (ev.OTEL_PERFMON_SHUTDOWN_TIMEOUT_SECONDS, parse_float),
     "profile_budget": (ev.OTEL_PERFMON_PROFILE_BUDGET, parse_float),
     "profile_explore_rate": (ev.OTEL_PERFMON_PROFILE_EXPLORE_RATE, parse_float),
     "profile_candidate_ratio": (ev.OTEL_PERFMON_PROFILE_CANDIDATE_RATIO, parse_float),
@@ -157,6 +159,8 @@ def validate(config: PerfmonConfig) -> PerfmonConfig:
         "profile_interval_seconds", config.profile_interval_seconds)
     values["export_timeout_seconds"] = _positive_number(
         "export_timeout_seconds", config.export_timeout_seconds)
+    values["shutdown_timeout_seconds"] = _positive_number(
+        "shutdown_timeout_seconds", config.shutdown_timeout_seconds, allow_zero=True)
     values["sampler_interval_seconds"] = _positive_number(
         "sampler_interval_seconds", config.sampler_interval_seconds)
     values["sampler_early_interval_seconds"] = _positive_number(

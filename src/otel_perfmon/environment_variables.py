@@ -118,6 +118,14 @@ OTEL_PERFMON_EXPORT_TIMEOUT_SECONDS = "OTEL_PERFMON_EXPORT_TIMEOUT_SECONDS"
 Time (seconds) one exporter call may take, retries included. Default: `30`.
 """
 
+OTEL_PERFMON_SHUTDOWN_TIMEOUT_SECONDS = "OTEL_PERFMON_SHUTDOWN_TIMEOUT_SECONDS"
+""".. envvar:: OTEL_PERFMON_SHUTDOWN_TIMEOUT_SECONDS
+
+At process exit (interpreter exit, gunicorn's SIGTERM, uvicorn's re-raised SIGTERM), the time
+(seconds) allowed to write the queued reports and deliver their notifications; what is left
+after it is dropped and counted. Default: `5`.
+"""
+
 # adaptive profiling policy, stack sampler, in-flight reports
 OTEL_PERFMON_PROFILE_BUDGET = "OTEL_PERFMON_PROFILE_BUDGET"
 """.. envvar:: OTEL_PERFMON_PROFILE_BUDGET
