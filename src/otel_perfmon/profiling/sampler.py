@@ -103,7 +103,8 @@ class SpanSamples:
     Times are ``time.time()`` seconds."""
 
     __slots__ = ("span_start", "records", "sample_count", "covered_seconds", "last_at", "last_leaf",
-                 "from_threshold", "cpu_first", "cpu_last", "full", "_frames", "_lines", "_ids", "_pos", "_thread")
+                 "from_threshold", "cpu_first", "cpu_last", "full", "_frames", "_lines", "_ids", "_pos", "_thread",
+                 "_chain_key", "_chain_ids", "_awaiting")
 
     def __init__(self, span_start: float, from_threshold: bool, first_at: Optional[float] = None) -> None:
         """``first_at``: what the first sample stands for starts there (default the span's start;
@@ -126,6 +127,28 @@ class SpanSamples:
         self._ids: List[str] = []
         self._pos: Dict[int, int] = {}
         self._thread = 0
+        # the previous coroutine chain (a suspended task): its (frame, line) key, ids, ids + [await]
+        self._chain_key: Tuple[Tuple[Any, int], ...] = ()
+        self._chain_ids: List[str] = []
+        self._awaiting: List[str] = []
+
+    def chain_ids(self, chain: List[Any]) -> List[str]:
+        """pyinstrument identifiers of a suspended task's await chain (outermost first); the
+        previous list itself when the chain is the same frames at the same lines (no
+        allocation: a task waiting on one await costs a tuple compare per sample)."""
+        key = tuple((frame, frame.f_lineno) for frame in chain)
+        if key != self._chain_key:
+            self._chain_key = key
+            self._chain_ids = [get_frame_info(frame) for frame in chain]
+            self._awaiting = []
+        return self._chain_ids
+
+    def awaiting(self, prefix: List[str]) -> List[str]:
+        """``prefix`` (the list :meth:`chain_ids` returned) ``+ [await]``: the same list object
+        while the chain does not change, so identical samples share one record."""
+        if not self._awaiting:
+            self._awaiting = prefix + [AWAIT_FRAME_IDENTIFIER]
+        return self._awaiting
 
     def thread_stack(self, leaf: Any, thread_id: int) -> List[str]:
         """pyinstrument identifiers from the thread's root to ``leaf``, reusing the unchanged
@@ -186,6 +209,7 @@ class SpanSamples:
         """Drop the references to the sampled thread's frames (their locals stay alive otherwise)."""
         self._frames, self._lines, self._pos = [], [], {}
         self.last_leaf = None
+        self._chain_key = ()
 
     @property
     def cpu_seconds(self) -> Optional[float]:
@@ -347,12 +371,12 @@ class StackSampler:
         chain = coroutine_frames(task)
         if not chain:
             return None
-        prefix = [get_frame_info(f) for f in chain]
+        prefix = samples.chain_ids(chain)
         worker = entry.worker_thread_id
         worker_frame = frames.get(worker) if worker is not None else None
         if worker is not None and worker_frame is not None:  # a sync route: the work is in anyio's worker thread
             return prefix + trim_thread_stack(samples.thread_stack(worker_frame, worker)), worker_frame
-        return prefix + [AWAIT_FRAME_IDENTIFIER], chain[-1]
+        return samples.awaiting(prefix), chain[-1]
 
     def one_shot(self, entry: Any, description: str) -> Optional[Session]:
         """A single-sample Session of ``entry``'s current stack (in-flight reports of spans
