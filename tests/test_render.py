@@ -117,12 +117,13 @@ def _span(pipeline, name_part):
 
 
 # ---------------------------------------------------------------------------------- files
-def test_exactly_three_files_per_report(pipeline):
+def test_exactly_three_files_per_report_plus_its_flame_graph(pipeline):
     report_id = pipeline["report"].report_id
     assert re.fullmatch(r"[0-9a-z][0-9a-z-]{7,63}", report_id)
-    assert sorted(os.listdir(pipeline["report_dir"])) == sorted(f"{report_id}.{s}" for s in ("html", "json", "md"))
+    suffixes = ("html", "json", "md", "speedscope.json")  # the report has samples: a flame-graph file too
+    assert sorted(os.listdir(pipeline["report_dir"])) == sorted(f"{report_id}.{s}" for s in suffixes)
     assert sorted(pipeline["report"].files) == sorted(
-        os.path.join(pipeline["report_dir"], f"{report_id}.{s}") for s in ("html", "json", "md"))
+        os.path.join(pipeline["report_dir"], f"{report_id}.{s}") for s in suffixes)
 
 
 def test_file_and_directory_modes(pipeline):

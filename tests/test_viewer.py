@@ -234,7 +234,8 @@ def test_download_zip(server, dataset):
     assert status == 200 and headers["content-type"] == "application/zip"
     assert "attachment" in headers["content-disposition"]
     with zipfile.ZipFile(io.BytesIO(body)) as archive:
-        assert sorted(archive.namelist()) == sorted(f"{report.report_id}.{s}" for s in ("html", "md", "json"))
+        assert sorted(archive.namelist()) == sorted(os.path.basename(path) for path in report.files)
+        assert {f"{report.report_id}.{s}" for s in ("html", "md", "json")} <= set(archive.namelist())
         with open(report.md_path, "rb") as handle:
             assert archive.read(f"{report.report_id}.md") == handle.read()
 
