@@ -18,6 +18,9 @@ Routes (``ROUTES``; units are those of the work each does):
 * ``/fast``: ~0.3 ms of pure bytecode (6,000 loop iterations, no Python calls);
 * ``/calls``: 20,000 calls of a small Python function (~1.3 ms bare on the bench machine);
 * ``/io``: a 2 ms sleep (``time.sleep`` in Flask, ``asyncio.sleep`` in FastAPI);
+* ``/db``: ``DB_QUERIES`` (50) SQLAlchemy queries on an in-memory SQLite database, each a
+  child span of the request through OTel's SQLAlchemy instrumentor (what the report's
+  ``spans`` and N+1 finding are made of; the request path pays one append per child span);
 * ``/slow``: ~80 ms (40 ms of small calls, then a 40 ms sleep), above the bench threshold
   of 50 ms (``BENCH_THRESHOLD_SECONDS``).
 
@@ -46,7 +49,7 @@ from opentelemetry.trace import SpanKind
 
 VARIANTS = ("bare", "otel", "otel_b", "perfmon_default", "perfmon_always", "raw_pyinstrument")
 PERFMON_VARIANTS = ("perfmon_default", "perfmon_always")
-ROUTES = ("fast", "calls", "io", "slow")
+ROUTES = ("fast", "calls", "io", "db", "slow")
 
 #: Threshold of the perfmon variants (s): short, so the slow route (~80 ms) keeps the bench short.
 DEFAULT_THRESHOLD_SECONDS = 0.05
@@ -56,6 +59,7 @@ CALL_COUNT = 20000
 IO_SLEEP_SECONDS = 0.002
 SLOW_CPU_SECONDS = 0.04
 SLOW_SLEEP_SECONDS = 0.04
+DB_QUERIES = 50
 #: pyinstrument sampling interval of the raw variant (s), the same as perfmon's default.
 RAW_INTERVAL_SECONDS = 0.001
 
@@ -72,6 +76,40 @@ def fast_work(iterations: int = FAST_LOOP_ITERATIONS) -> int:
 def small_function(value: int) -> int:
     """One cheap Python call (the unit of the call-heavy route)."""
     return value + 1
+
+
+def db_engine() -> Any:
+    """An in-memory SQLite engine (one connection, shared) with a ``customers`` table of
+    ``DB_QUERIES`` rows."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import StaticPool
+
+    engine = create_engine("sqlite://", connect_args={"check_same_thread": False}, poolclass=StaticPool)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)"))
+        for i in range(DB_QUERIES):
+            conn.execute(text("INSERT INTO customers VALUES (:id, :name)"), {"id": i, "name": f"customer {i}"})
+    return engine
+
+
+def db_work(engine: Any, queries: int = DB_QUERIES) -> int:
+    """One query per customer (the N+1 shape), through SQLAlchemy."""
+    from sqlalchemy import text
+
+    found = 0
+    with engine.connect() as conn:
+        for i in range(queries):
+            found += len(conn.execute(text("SELECT name FROM customers WHERE id = :id"), {"id": i}).fetchall())
+    return found
+
+
+def _instrument_engine(engine: Any, provider: Any) -> None:
+    # OTel's SQLAlchemyInstrumentor is a singleton whose instrument() runs once per process;
+    # the bench needs one engine per variant, each on its own provider, so it calls the
+    # instrumentor's per-engine step directly (bench code only).
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    SQLAlchemyInstrumentor()._instrument(engine=engine, tracer_provider=provider)
 
 
 def call_heavy_work(calls: int = CALL_COUNT) -> int:
@@ -241,8 +279,10 @@ def _instrument(variant: str, framework: str, provider: TracerProvider, report_d
 
 
 def instrument(framework: str, variant: str, app: Any, report_dir: Optional[str], threshold_seconds: Optional[float],
-               record_slow: bool = False, extra_perfmon: Optional[Dict[str, Any]] = None) -> BenchApp:
-    """Give ``app`` the variant's provider, processors and OTel's instrumentor (none for bare)."""
+               record_slow: bool = False, extra_perfmon: Optional[Dict[str, Any]] = None,
+               engine: Any = None) -> BenchApp:
+    """Give ``app`` the variant's provider, processors and OTel's instrumentor (none for bare),
+    and ``engine`` (the /db route's) OTel's SQLAlchemy instrumentation on that provider."""
     if variant == "bare":
         return BenchApp(framework, variant, app)
     if framework == "flask":
@@ -253,6 +293,8 @@ def instrument(framework: str, variant: str, app: Any, report_dir: Optional[str]
     provider, exporter = _provider(variant, framework, record_slow)
     perfmon = _instrument(variant, framework, provider, report_dir, threshold_seconds, extra_perfmon)
     Instrumentor.instrument_app(app, tracer_provider=provider)
+    if engine is not None:
+        _instrument_engine(engine, provider)
     return BenchApp(framework, variant, app, provider, perfmon, exporter if record_slow else None)
 
 
@@ -268,6 +310,7 @@ def build_flask(variant: str, report_dir: Optional[str] = None,
     from flask import Flask
 
     app = Flask(f"bench_flask_{variant}")
+    engine = db_engine()
 
     @app.get("/fast")
     def fast():
@@ -282,6 +325,10 @@ def build_flask(variant: str, report_dir: Optional[str] = None,
         time.sleep(IO_SLEEP_SECONDS)
         return {"ok": True}
 
+    @app.get("/db")
+    def db():
+        return {"rows": db_work(engine)}
+
     @app.get("/slow")
     def slow():
         total = slow_cpu_part()
@@ -292,7 +339,7 @@ def build_flask(variant: str, report_dir: Optional[str] = None,
     def health():
         return "ok"
 
-    return instrument("flask", variant, app, report_dir, threshold_seconds, record_slow, extra_perfmon)
+    return instrument("flask", variant, app, report_dir, threshold_seconds, record_slow, extra_perfmon, engine)
 
 
 # ---------------------------------------------------------------------------- FastAPI
@@ -303,6 +350,7 @@ def build_fastapi(variant: str, report_dir: Optional[str] = None,
     from fastapi import FastAPI
 
     app = FastAPI(title=f"bench-fastapi-{variant}")
+    engine = db_engine()
 
     @app.get("/fast")
     async def fast():
@@ -317,6 +365,10 @@ def build_fastapi(variant: str, report_dir: Optional[str] = None,
         await asyncio.sleep(IO_SLEEP_SECONDS)
         return {"ok": True}
 
+    @app.get("/db")
+    async def db():
+        return {"rows": db_work(engine)}
+
     @app.get("/slow")
     async def slow():
         total = slow_cpu_part()
@@ -327,7 +379,7 @@ def build_fastapi(variant: str, report_dir: Optional[str] = None,
     async def health():
         return {"ok": True}
 
-    return instrument("fastapi", variant, app, report_dir, threshold_seconds, record_slow, extra_perfmon)
+    return instrument("fastapi", variant, app, report_dir, threshold_seconds, record_slow, extra_perfmon, engine)
 
 
 def build(framework: str, variant: str, report_dir: Optional[str] = None,

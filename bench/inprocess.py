@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Iterator, List, Sequence
 from bench import apps
 from bench.common import Timings, log, rotated, summarize_turns, turns
 
-LOAD_ROUTES = ("fast", "calls", "io")
+LOAD_ROUTES = ("fast", "calls", "io", "db")
 PHASES = ("in-process flask", "in-process fastapi")
 
 

@@ -41,7 +41,7 @@ if __package__ in (None, ""):  # run as bench/instructions.py
 #: perfmon_always is not measured here: pyinstrument samples on a real-time interval, and under
 #: valgrind's ~50x slowdown it takes ~50x more samples per request than it really would.
 VARIANTS = ("otel", "perfmon_default")
-ROUTES = ("fast", "calls", "io")
+ROUTES = ("fast", "calls", "io", "db")
 FRAMEWORKS = ("flask", "fastapi")
 THRESHOLD_SECONDS = 60.0
 WARMUP = 20
