@@ -19,6 +19,7 @@ asks for every span. The bench smoke test pins that ``should_profile`` is not ca
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import os
 import threading
@@ -40,7 +41,7 @@ from otel_perfmon.profiling.sampler import StackSampler
 from otel_perfmon.report.capture import UrlFilter, capture_span, find_request_headers, span_fingerprint
 from otel_perfmon.report.request import find_request_parameters
 from otel_perfmon.report.runtime import install_gc_hook
-from otel_perfmon.slow import SlowSpans
+from otel_perfmon.route_stats import BOUNDS_SECONDS, FLUSH_INTERVAL_SECONDS, SLOW_OFFSET, RouteStats, SlowSpansWithFlush
 from otel_perfmon.stats import Stats, log_once
 from otel_perfmon.tracking import (
     FORCED_THRESHOLD,
@@ -60,6 +61,7 @@ _CONSUMER = SpanKind.CONSUMER
 _get_running_loop = asyncio._get_running_loop
 _current_task = asyncio.current_task
 _get_ident = threading.get_ident
+_bucket = bisect.bisect_left
 
 
 class PerfmonSpanProcessor(SpanProcessor):
@@ -101,9 +103,15 @@ class PerfmonSpanProcessor(SpanProcessor):
                                      config.sampler_interval_seconds, config.sampler_budget, self.stats)
         self._worker = BackgroundQueue("otel-perfmon-worker", self._process, config.queue_size,
                                        on_drop=self._dropped, on_error=self._background_error)
-        self.slow = SlowSpans(self._tracked, config, self.store, self._sampler, policy.on_report, self._worker.submit,
-                              self._background_error, self._capture, self._redact)
+        # every tracked span's duration per route, flushed to the store by the watchdog (route_stats.py)
+        interval = getattr(config, "route_stats_interval_seconds", FLUSH_INTERVAL_SECONDS)
+        self.route_stats = RouteStats(self.store, interval, on_error=self._background_error)
+        self._route_rows = self.route_stats.rows
+        self._new_route_row = self.route_stats.new_row
+        self.slow = SlowSpansWithFlush(self._tracked, config, self.store, self._sampler, policy.on_report,
+                                       self._worker.submit, self._background_error, self._capture, self._redact)
         self._watchdog = self.slow.watchdog
+        self.route_stats.attach(self._watchdog.schedule)
         self.pipeline = ReportPipeline(config, self.store, self.slow.claim, policy.on_report,
                                        self.dispatcher.dispatch, self.stats, self.report_dir)
         self._shutdown = False
@@ -196,6 +204,10 @@ class PerfmonSpanProcessor(SpanProcessor):
                 profile.stop()
             duration = ((span.end_time or 0) - (span.start_time or 0)) / 1e9
             slow = duration > open_span.threshold_seconds
+            row = self._route_rows.get(span.name) or self._new_route_row(span)  # route_stats.py
+            row[_bucket(BOUNDS_SECONDS, duration) + SLOW_OFFSET * slow] += 1
+            if duration > row[-1]:
+                row[-1] = duration
             if profile is not None:
                 self._on_span_end(span.name, duration, True, slow)
                 self.stats.incr("profiling_seconds_estimate", estimated_profiling_cost(duration))
@@ -244,6 +256,7 @@ class PerfmonSpanProcessor(SpanProcessor):
         """Wait until queued reports are written and exported; ``timeout_millis`` in ms."""
         deadline = time.monotonic() + timeout_millis / 1000.0
         ok = self._worker.flush(timeout_millis / 1000.0)
+        ok = self.route_stats.flush_quietly() and ok  # the partial interval's route numbers
         return self.dispatcher.flush(max(0.0, deadline - time.monotonic())) and ok
 
     def shutdown(self, timeout_seconds: float = 5.0) -> None:
@@ -261,6 +274,7 @@ class PerfmonSpanProcessor(SpanProcessor):
         self._sampler.close()
         self._worker.close(max(0.0, deadline - time.monotonic()))
         self.dispatcher.close(max(0.0, deadline - time.monotonic()))
+        self.route_stats.flush_quietly()  # the last partial interval (the watchdog is closed)
         try:
             self.store.close()
         except Exception:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 
 from otel_perfmon import _plugins
-from otel_perfmon.dedup.base import Claim, DedupEntry, DedupStore, KeptVersion
+from otel_perfmon.dedup.base import Claim, DedupEntry, DedupStore, KeptVersion, RouteStatsDelta, RouteStatsEntry
 
 
 def fingerprint(service_name: str, method: str, route: str) -> str:
@@ -28,4 +28,5 @@ def open_store(spec: str, report_dir: str) -> DedupStore:
     return store
 
 
-__all__ = ["Claim", "DedupEntry", "DedupStore", "KeptVersion", "fingerprint", "open_store"]
+__all__ = ["Claim", "DedupEntry", "DedupStore", "KeptVersion", "RouteStatsDelta", "RouteStatsEntry", "fingerprint",
+           "open_store"]

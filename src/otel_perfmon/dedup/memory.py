@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from otel_perfmon.dedup.base import Claim, Decide, DedupEntry, DedupStore, KeptVersion
+from otel_perfmon.dedup.base import (
+    Claim,
+    Decide,
+    DedupEntry,
+    DedupStore,
+    KeptVersion,
+    RouteStatsDelta,
+    RouteStatsEntry,
+    bucket_bound,
+)
 
 
 class MemoryDedupStore(DedupStore):
@@ -15,6 +24,8 @@ class MemoryDedupStore(DedupStore):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: Dict[str, DedupEntry] = {}
+        #: fingerprint -> [service, method, route, count, slow, max_ms, first_seen, last_seen, {bucket: count}]
+        self._routes: Dict[str, List[Any]] = {}
 
     def claim(self, fingerprint: str, candidate_id: str, now: float, window_seconds: float) -> Claim:
         with self._lock:
@@ -67,3 +78,24 @@ class MemoryDedupStore(DedupStore):
     def entries(self) -> List[DedupEntry]:
         with self._lock:
             return list(self._entries.values())
+
+    def add_route_stats(self, deltas: Sequence[RouteStatsDelta], now: float) -> None:
+        with self._lock:
+            for d in deltas:
+                row = self._routes.get(d.fingerprint)
+                if row is None:
+                    row = self._routes[d.fingerprint] = [d.service_name, d.method, d.route, 0, 0, 0.0, now, now, {}]
+                row[3] += d.count
+                row[4] += d.slow
+                row[5] = max(row[5], d.max_ms)
+                row[7] = max(row[7], now)
+                buckets: Dict[str, int] = row[8]
+                for key, count in d.buckets:
+                    buckets[key] = buckets.get(key, 0) + count
+
+    def route_stats(self) -> List[RouteStatsEntry]:
+        with self._lock:
+            rows = [(fingerprint, list(row), dict(row[8])) for fingerprint, row in self._routes.items()]
+        return [RouteStatsEntry(fingerprint, row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
+                                tuple(sorted((bucket_bound(k), c) for k, c in buckets.items())))
+                for fingerprint, row, buckets in rows]

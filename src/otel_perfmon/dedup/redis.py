@@ -1,16 +1,34 @@
 """Redis dedup store (``dedup_store="redis://host:6379/0"``), shared by hosts.
 
 One hash per fingerprint, ``otel-perfmon:dedup:<fingerprint>``; claims and occurrence updates
-are Lua scripts, so they are atomic on the server. Needs the ``redis`` extra.
+are Lua scripts, so they are atomic on the server. Route stats (every request's numbers, see
+:mod:`otel_perfmon.route_stats`) are one hash per fingerprint too,
+``otel-perfmon:route-stats:<fingerprint>``: ``service_name``, ``method``, ``route``,
+``first_seen``, ``last_seen``, ``count`` and ``slow`` (HINCRBY), ``max_ms`` and one ``le:<bound>``
+count per non-empty bucket; a flush is one MULTI/EXEC of one Lua script per route. Needs the
+``redis`` extra.
 """
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
-from otel_perfmon.dedup.base import Claim, Decide, DedupEntry, DedupStore, KeptVersion
+from otel_perfmon.dedup.base import (
+    Claim,
+    Decide,
+    DedupEntry,
+    DedupStore,
+    KeptVersion,
+    RouteStatsDelta,
+    RouteStatsEntry,
+    bucket_bound,
+)
 
 KEY_PREFIX = "otel-perfmon:dedup:"
+#: One hash per route fingerprint (not below KEY_PREFIX: ``entries`` scans that).
+ROUTE_STATS_PREFIX = "otel-perfmon:route-stats:"
+#: Bucket fields of a route-stats hash: ``le:<upper bound in ms>`` (``le:+Inf`` for the overflow).
+BUCKET_FIELD_PREFIX = "le:"
 
 _CLAIM = """
 local created = redis.call('HGET', KEYS[1], 'created_at')
@@ -46,6 +64,22 @@ return 1
 _RELEASE = """
 if redis.call('HGET', KEYS[1], 'report_id') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+
+# KEYS[1] the route's hash; ARGV: now, service, method, route, count, slow, max_ms, then bucket field/count pairs
+_ADD_ROUTE_STATS = """
+local key = KEYS[1]
+redis.call('HSETNX', key, 'first_seen', ARGV[1])
+local last = tonumber(redis.call('HGET', key, 'last_seen') or '0')
+if tonumber(ARGV[1]) > last then redis.call('HSET', key, 'last_seen', ARGV[1]) end
+redis.call('HSET', key, 'service_name', ARGV[2], 'method', ARGV[3], 'route', ARGV[4])
+redis.call('HINCRBY', key, 'count', ARGV[5])
+redis.call('HINCRBY', key, 'slow', ARGV[6])
+local max = tonumber(redis.call('HGET', key, 'max_ms') or '0')
+if tonumber(ARGV[7]) > max then redis.call('HSET', key, 'max_ms', ARGV[7]) end
+for i = 8, #ARGV, 2 do redis.call('HINCRBY', key, ARGV[i], ARGV[i + 1]) end
+return 1
 """
 
 
@@ -136,6 +170,48 @@ class RedisDedupStore(DedupStore):
         found = []
         for key in client.scan_iter(match=KEY_PREFIX + "*", count=500):
             entry = self._entry(key[len(KEY_PREFIX):], client.hgetall(key))
+            if entry is not None:
+                found.append(entry)
+        return found
+
+    def add_route_stats(self, deltas: Sequence[RouteStatsDelta], now: float) -> None:
+        if not deltas:
+            return
+        with self._redis().pipeline(transaction=True) as pipe:  # MULTI/EXEC: all routes or none
+            for d in deltas:
+                args: List[Any] = [repr(float(now)), d.service_name, d.method, d.route, d.count, d.slow,
+                                   repr(float(d.max_ms))]
+                for key, count in d.buckets:
+                    args += [BUCKET_FIELD_PREFIX + key, count]
+                pipe.eval(_ADD_ROUTE_STATS, 1, ROUTE_STATS_PREFIX + d.fingerprint, *args)
+            pipe.execute()
+
+    @staticmethod
+    def _route_entry(fingerprint: str, data: Any) -> Optional[RouteStatsEntry]:
+        if not data or "count" not in data:
+            return None
+        buckets = []
+        for field, value in data.items():
+            if field.startswith(BUCKET_FIELD_PREFIX):
+                try:
+                    buckets.append((bucket_bound(field[len(BUCKET_FIELD_PREFIX):]), int(value)))
+                except ValueError:
+                    continue
+        return RouteStatsEntry(fingerprint, data.get("service_name", ""), data.get("method", ""), data.get("route", ""),
+                               int(data.get("count", 0)), int(data.get("slow", 0)), float(data.get("max_ms", 0)),
+                               float(data.get("first_seen", 0)), float(data.get("last_seen", 0)),
+                               tuple(sorted(buckets)))
+
+    def route_stats(self) -> List[RouteStatsEntry]:
+        client = self._redis()
+        keys = list(client.scan_iter(match=ROUTE_STATS_PREFIX + "*", count=500))
+        with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(key)
+            values = pipe.execute() if keys else []
+        found = []
+        for key, data in zip(keys, values):
+            entry = self._route_entry(key[len(ROUTE_STATS_PREFIX):], data)
             if entry is not None:
                 found.append(entry)
         return found

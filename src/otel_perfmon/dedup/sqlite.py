@@ -13,9 +13,18 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from otel_perfmon.dedup.base import Claim, Decide, DedupEntry, DedupStore, KeptVersion
+from otel_perfmon.dedup.base import (
+    Claim,
+    Decide,
+    DedupEntry,
+    DedupStore,
+    KeptVersion,
+    RouteStatsDelta,
+    RouteStatsEntry,
+    bucket_bound,
+)
 
 FILE_NAME = "perfmon-dedup.sqlite3"
 
@@ -37,6 +46,28 @@ CREATE TABLE IF NOT EXISTS fingerprints (
 #: columns added after the first release, with their definitions (added to older files on open)
 _ADDED_COLUMNS = (("kept_duration_ms", "REAL NOT NULL DEFAULT 0"), ("kept_mode", "TEXT NOT NULL DEFAULT ''"),
                   ("kept_coverage", "REAL NOT NULL DEFAULT 0"), ("followed_up", "INTEGER NOT NULL DEFAULT 0"))
+#: Per-route numbers of every request (otel_perfmon.route_stats), added to older files on open too:
+#: one row per fingerprint, one row per non-empty histogram bucket (its upper bound in ms as text).
+_ROUTE_STATS_SCHEMA = ("""
+CREATE TABLE IF NOT EXISTS route_stats (
+    fingerprint TEXT PRIMARY KEY,
+    service_name TEXT NOT NULL,
+    method TEXT NOT NULL,
+    route TEXT NOT NULL,
+    count INTEGER NOT NULL DEFAULT 0,
+    slow INTEGER NOT NULL DEFAULT 0,
+    max_ms REAL NOT NULL DEFAULT 0,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL
+)
+""", """
+CREATE TABLE IF NOT EXISTS route_stats_buckets (
+    fingerprint TEXT NOT NULL,
+    le_ms TEXT NOT NULL,
+    count INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (fingerprint, le_ms)
+)
+""")
 _COLUMNS = ("fingerprint, report_id, created_at, last_seen, count, worst_duration_ms, last_trace_id, "
             "kept_duration_ms, kept_mode, kept_coverage, followed_up")
 
@@ -73,6 +104,8 @@ class SqliteDedupStore(DedupStore):
                     conn.execute("PRAGMA journal_mode=WAL")
                     conn.execute("PRAGMA synchronous=NORMAL")
                     conn.execute(_SCHEMA)
+                    for statement in _ROUTE_STATS_SCHEMA:
+                        conn.execute(statement)
                     present = {row[1] for row in conn.execute("PRAGMA table_info(fingerprints)")}
                     for name, definition in _ADDED_COLUMNS:
                         if name not in present:
@@ -156,6 +189,37 @@ class SqliteDedupStore(DedupStore):
         with self._lock:
             rows = self._connection().execute("SELECT " + _COLUMNS + " FROM fingerprints").fetchall()
         return [self._entry(row) for row in rows]
+
+    def add_route_stats(self, deltas: Sequence[RouteStatsDelta], now: float) -> None:
+        if not deltas:
+            return
+        with self._transaction() as conn:  # one transaction: every process's flush adds up exactly
+            conn.executemany(
+                "INSERT INTO route_stats (fingerprint, service_name, method, route, count, slow, max_ms, "
+                "first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET "
+                "count = count + excluded.count, slow = slow + excluded.slow, max_ms = MAX(max_ms, excluded.max_ms), "
+                "last_seen = MAX(last_seen, excluded.last_seen)",
+                [(d.fingerprint, d.service_name, d.method, d.route, d.count, d.slow, d.max_ms, now, now)
+                 for d in deltas])
+            conn.executemany(
+                "INSERT INTO route_stats_buckets (fingerprint, le_ms, count) VALUES (?, ?, ?) "
+                "ON CONFLICT (fingerprint, le_ms) DO UPDATE SET count = count + excluded.count",
+                [(d.fingerprint, key, count) for d in deltas for key, count in d.buckets])
+
+    def route_stats(self) -> List[RouteStatsEntry]:
+        with self._lock:
+            conn = self._connection()
+            rows = conn.execute("SELECT fingerprint, service_name, method, route, count, slow, max_ms, first_seen, "
+                                "last_seen FROM route_stats").fetchall()
+            bucket_rows = conn.execute("SELECT fingerprint, le_ms, count FROM route_stats_buckets").fetchall()
+        buckets: Dict[str, List[Tuple[float, int]]] = {}
+        for fingerprint, key, count in bucket_rows:
+            try:
+                buckets.setdefault(fingerprint, []).append((bucket_bound(key), int(count)))
+            except ValueError:
+                continue
+        return [RouteStatsEntry(row[0], row[1], row[2], row[3], int(row[4]), int(row[5]), float(row[6]), float(row[7]),
+                                float(row[8]), tuple(sorted(buckets.get(row[0], ())))) for row in rows]
 
     @staticmethod
     def _entry(row: Tuple[Any, ...]) -> DedupEntry:

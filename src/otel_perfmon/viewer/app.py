@@ -14,10 +14,12 @@ Routes (all below the mount point when mounted):
 ``GET /reports/{id}/speedscope.json``  the report's speedscope flame-graph file (a download)
 ``GET /static/speedscope/``      speedscope's own build (``make speedscope-assets``), which
                                  opens ``#profileURL=<the file above>``; absent without it
-``GET /routes``                  one row per service + method + route
+``GET /routes``                  one row per service + method + route: its reports and the
+                                 numbers of every request (``sort=recent|p95|count|slow``)
 ``GET /route``                   one route's reports over time (``service``, ``method``, ``route``)
 ``GET /api/reports``             JSON list, same filters and paging as ``/reports``
 ``GET /api/reports/{id}``        the report JSON
+``GET /api/routes``              JSON of ``/routes`` (same ``service`` and ``sort``)
 ``GET|POST /login``, ``POST /logout``, ``GET /healthz``, ``GET /static/viewer.css``
 ==============================  ==========================================================
 
@@ -51,13 +53,16 @@ from otel_perfmon.report.ids import is_valid_report_id
 from otel_perfmon.report.render import CONTENT_SECURITY_POLICY as REPORT_FILE_CSP
 from otel_perfmon.viewer import auth
 from otel_perfmon.viewer.index import (
+    ROUTE_SORT_KEYS,
     ReportFilter,
     ReportIndex,
     ReportSummary,
+    RouteRow,
     dedup_reader,
     format_time,
     json_object,
     parse_time,
+    route_stats_reader,
 )
 
 DEFAULT_PER_PAGE = 50
@@ -381,13 +386,29 @@ class Viewer:
         return Response(buffer.getvalue(), media_type="application/zip", headers={
             **_SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="perfmon-{report_id}.zip"'})
 
-    def routes_page(self, request: Request) -> Response:
-        groups = self.index.route_groups()
+    def _route_rows(self, request: Request) -> Tuple[List[RouteRow], str, str]:
+        """(rows, sort, service) of ``/routes`` and ``/api/routes``; raises BadRequest."""
+        sort = request.query_params.get("sort", "recent")
+        if sort not in ROUTE_SORT_KEYS:
+            raise BadRequest(f"sort must be one of {', '.join(ROUTE_SORT_KEYS)}, got {sort[:20]!r}")
         service = request.query_params.get("service", "")
-        if service:
-            groups = [g for g in groups if g.service_name == service]
-        return self._render(request, "routes.html", groups=groups, service=service,
-                            services=self.index.services())
+        return self.index.route_table(sort, service), sort, service
+
+    def routes_page(self, request: Request) -> Response:
+        try:
+            rows, sort, service = self._route_rows(request)
+        except BadRequest as exc:
+            return self._bad_request(request, exc)
+        return self._render(request, "routes.html", rows=rows, sort=sort, service=service,
+                            services=self.index.route_services())
+
+    def api_routes(self, request: Request) -> Response:
+        try:
+            rows, sort, service = self._route_rows(request)
+        except BadRequest as exc:
+            return self._bad_request(request, exc)
+        root = request.scope.get("root_path", "").rstrip("/")
+        return JSONResponse({"sort": sort, "routes": [_route_json(root, r) for r in rows]}, headers=_SECURITY_HEADERS)
 
     def route_page(self, request: Request) -> Response:
         q = request.query_params
@@ -492,6 +513,25 @@ class Viewer:
             "X-Content-Type-Options": "nosniff", "Cache-Control": "max-age=3600"})
 
 
+def _route_json(root: str, row: RouteRow) -> Dict[str, Any]:
+    """One ``/api/routes`` item: the route, its numbers of every request (null without any)
+    and its reports' totals (0 without any)."""
+    stats, group = row.stats, row.group
+    query = urlencode({"service": row.service_name, "method": row.method, "route": row.route})
+    return {
+        "service_name": row.service_name, "method": row.method or None, "route": row.route,
+        "fingerprint": row.fingerprint or None,
+        "requests": stats.count if stats else None, "slow_requests": stats.slow if stats else None,
+        "p50_ms": round(stats.p50_ms, 3) if stats else None, "p95_ms": round(stats.p95_ms, 3) if stats else None,
+        "p99_ms": round(stats.p99_ms, 3) if stats else None, "max_ms": round(stats.max_ms, 3) if stats else None,
+        "first_seen": format_time(stats.first_seen).replace(" ", "T") if stats else None,
+        "reports": group.reports if group else 0, "occurrences": group.occurrences if group else 0,
+        "worst_duration_ms": group.worst_duration_ms if group else None,
+        "last_seen": format_time(row.last_seen).replace(" ", "T") if row.last_seen else None,
+        "url": f"{root}/route?{query}",
+    }
+
+
 def _real(value: Any) -> Optional[float]:
     """``value`` as a finite float, or ``None`` (bools, strings and NaN are not numbers here)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -587,7 +627,7 @@ def create_app(report_dir: str, auth_token: Optional[str] = None, trace_url_temp
     settings = ViewerSettings(os.path.abspath(report_dir), auth_token or None,
                               validate_trace_url_template(trace_url_template), title, speedscope_dir)
     index = ReportIndex(settings.report_dir, dedup_reader(dedup_store, settings.report_dir),
-                        refresh_interval_seconds)
+                        refresh_interval_seconds, route_stats=route_stats_reader(dedup_store, settings.report_dir))
     viewer = Viewer(settings, index)
     routes: List[BaseRoute] = [
         Route("/", viewer.home, methods=["GET"]),
@@ -601,6 +641,7 @@ def create_app(report_dir: str, auth_token: Optional[str] = None, trace_url_temp
         Route("/route", viewer.route_page, methods=["GET"]),
         Route("/api/reports", viewer.api_list, methods=["GET"]),
         Route("/api/reports/{report_id}", viewer.api_report, methods=["GET"]),
+        Route("/api/routes", viewer.api_routes, methods=["GET"]),
         Route("/login", viewer.login_form, methods=["GET"]),
         Route("/login", viewer.login_submit, methods=["POST"]),
         Route("/logout", viewer.logout, methods=["POST"]),

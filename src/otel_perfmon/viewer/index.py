@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from otel_perfmon.dedup.base import DedupEntry, DedupStore
+from otel_perfmon.dedup.base import DedupEntry, DedupStore, RouteStatsEntry
 from otel_perfmon.report.ids import is_valid_report_id
 
 _logger = logging.getLogger(__name__)
@@ -35,6 +35,8 @@ _logger = logging.getLogger(__name__)
 #: Largest report JSON the index parses (bigger files are skipped with a warning).
 MAX_REPORT_JSON_BYTES = 64 * 1024 * 1024
 SORT_KEYS = ("time", "duration")
+#: ``/routes`` orders: last seen, slowest (p95), most called, most slow requests.
+ROUTE_SORT_KEYS = ("recent", "p95", "count", "slow")
 #: A full directory scan happens at least this often, even when the directory mtime is unchanged.
 FULL_SCAN_INTERVAL_SECONDS = 30.0
 #: A directory mtime younger than this is not trusted (a rename in the same clock tick as
@@ -122,6 +124,30 @@ def dedup_reader(spec: Optional[str], report_dir: str) -> Optional[Callable[[], 
 
         return read
     return open_store(spec, report_dir).entries
+
+
+def route_stats_reader(spec: Optional[str], report_dir: str) -> Optional[Callable[[], Iterable[RouteStatsEntry]]]:
+    """A callable returning the store's per-route numbers of every request (see
+    :meth:`DedupStore.route_stats`), or ``None``; opened like :func:`dedup_reader`."""
+    if not spec or spec in ("none", "memory"):
+        return None
+    from otel_perfmon.dedup import open_store
+
+    if spec == "sqlite":
+        from otel_perfmon.dedup.sqlite import FILE_NAME
+
+        path = os.path.join(report_dir, FILE_NAME)
+        opened: List[DedupStore] = []
+
+        def read() -> Iterable[RouteStatsEntry]:
+            if not opened:
+                if not os.path.isfile(path):
+                    return []
+                opened.append(open_store("sqlite", report_dir))
+            return opened[0].route_stats()
+
+        return read
+    return open_store(spec, report_dir).route_stats
 
 
 @dataclass(frozen=True)
@@ -245,6 +271,38 @@ class RouteGroup:
     occurrences: int
     worst_duration_ms: float
     last_seen: float
+    #: the fingerprint of its newest report
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True)
+class RouteRow:
+    """One row of ``/routes``: a route's reports (``group``, None when none was slow) and its
+    numbers of every request from the store (``stats``, None when it has none)."""
+
+    service_name: str
+    method: str
+    route: str
+    fingerprint: str
+    group: Optional[RouteGroup]
+    stats: Optional[RouteStatsEntry]
+
+    @property
+    def last_seen(self) -> float:
+        return max(self.group.last_seen if self.group else 0.0, self.stats.last_seen if self.stats else 0.0)
+
+    def sort_key(self, sort: str) -> Tuple[float, float]:
+        """Descending key of ``sort`` (one of ROUTE_SORT_KEYS), ties by last seen."""
+        stats = self.stats
+        if sort == "p95":
+            value = stats.p95_ms if stats else 0.0
+        elif sort == "count":
+            value = float(stats.count) if stats else 0.0
+        elif sort == "slow":
+            value = float(stats.slow) if stats else float(self.group.occurrences if self.group else 0)
+        else:
+            value = self.last_seen
+        return value, self.last_seen
 
 
 @dataclass
@@ -256,6 +314,8 @@ class _Snapshot:
     newest_first: Tuple[ReportSummary, ...] = ()
     dedup: Dict[str, DedupEntry] = field(default_factory=dict)
     cache: Dict[str, Any] = field(default_factory=dict)
+    #: fingerprint -> the store's numbers of every request of that route
+    routes: Dict[str, RouteStatsEntry] = field(default_factory=dict)
 
     def slowest_first(self) -> Tuple[ReportSummary, ...]:
         if "slowest" not in self.cache:
@@ -284,10 +344,12 @@ class ReportIndex:
     """
 
     def __init__(self, report_dir: str, dedup_entries: Optional[Callable[[], Iterable[DedupEntry]]] = None,
-                 refresh_interval_seconds: float = 2.0) -> None:
+                 refresh_interval_seconds: float = 2.0,
+                 route_stats: Optional[Callable[[], Iterable[RouteStatsEntry]]] = None) -> None:
         self.report_dir = os.path.abspath(report_dir)
         self.refresh_interval_seconds = refresh_interval_seconds
         self._dedup_entries = dedup_entries
+        self._route_stats = route_stats
         self._lock = threading.Lock()
         self._stats: Dict[str, Tuple[int, int]] = {}
         self._failed: Dict[str, Tuple[int, int]] = {}
@@ -320,7 +382,8 @@ class ReportIndex:
         if (dir_mtime_ns is not None and dir_mtime_ns == self._dir_mtime_ns
                 and time.time_ns() - dir_mtime_ns > _MTIME_SETTLE_NS
                 and time.monotonic() - self._last_full_scan < FULL_SCAN_INTERVAL_SECONDS):
-            self._snapshot = _Snapshot(old.by_id, old.newest_first, self._read_dedup(old.dedup), old.cache)
+            self._snapshot = _Snapshot(old.by_id, old.newest_first, self._read_dedup(old.dedup), old.cache,
+                                       self._read_routes(old.routes))
             return
         self._dir_mtime_ns = dir_mtime_ns  # taken before the scan: a change during it rescans
         self._last_full_scan = time.monotonic()
@@ -365,7 +428,8 @@ class ReportIndex:
         newest = (tuple(sorted(by_id.values(), key=lambda r: (r.start_ts, r.report_id), reverse=True))
                   if changed else old.newest_first)
         self._stats, self._failed = stats, failed
-        self._snapshot = _Snapshot(by_id, newest, self._read_dedup(old.dedup), {} if changed else old.cache)
+        self._snapshot = _Snapshot(by_id, newest, self._read_dedup(old.dedup), {} if changed else old.cache,
+                                   self._read_routes(old.routes))
 
     def _parse(self, path: str, report_id: str, size: int, mtime: float) -> Optional[ReportSummary]:
         if size > MAX_REPORT_JSON_BYTES:
@@ -394,6 +458,15 @@ class ReportIndex:
             return {entry.report_id: entry for entry in self._dedup_entries()}
         except Exception as exc:  # a down Redis or a locked file must not break the viewer
             self._warn_once("<dedup store>", "cannot read occurrence counts (%s)", exc)
+            return previous
+
+    def _read_routes(self, previous: Dict[str, RouteStatsEntry]) -> Dict[str, RouteStatsEntry]:
+        if self._route_stats is None:
+            return {}
+        try:
+            return {entry.fingerprint: entry for entry in self._route_stats()}
+        except Exception as exc:  # a down Redis or a locked file must not break the viewer
+            self._warn_once("<route stats>", "cannot read route numbers (%s)", exc)
             return previous
 
     # --- queries -----------------------------------------------------------------------
@@ -464,7 +537,7 @@ class ReportIndex:
             worst = max(r.duration_ms, entry.worst_duration_ms if entry is not None else 0.0)
             group = groups.get(key)
             if group is None:
-                groups[key] = [1, count, worst, last]
+                groups[key] = [1, count, worst, last, r.fingerprint]
             else:
                 group[0] += 1
                 group[1] += count
@@ -473,4 +546,26 @@ class ReportIndex:
         result = [RouteGroup(k[0], k[1], k[2], *v) for k, v in groups.items()]
         result.sort(key=lambda g: g.last_seen, reverse=True)
         return result
+
+    def route_table(self, sort: str = "recent", service: str = "") -> List[RouteRow]:
+        """One :class:`RouteRow` per route that has reports or numbers (joined by fingerprint),
+        of ``service`` (all when empty), sorted by ``sort`` (ROUTE_SORT_KEYS), largest first.
+        Raises ``ValueError`` for an unknown ``sort``."""
+        if sort not in ROUTE_SORT_KEYS:
+            raise ValueError(f"sort must be one of {ROUTE_SORT_KEYS}, got {sort!r}")
+        groups = self.route_groups()
+        stats = dict(self._snapshot.routes)
+        rows = []
+        for g in groups:
+            entry = stats.pop(g.fingerprint, None) if g.fingerprint else None
+            rows.append(RouteRow(g.service_name, g.method, g.route, g.fingerprint, g, entry))
+        rows.extend(RouteRow(e.service_name, e.method, e.route, e.fingerprint, None, e) for e in stats.values())
+        if service:
+            rows = [r for r in rows if r.service_name == service]
+        rows.sort(key=lambda r: r.sort_key(sort), reverse=True)
+        return rows
+
+    def route_services(self) -> List[str]:
+        """Distinct service names of the reports and the route numbers, sorted."""
+        return sorted(set(self.services()) | {e.service_name for e in self._snapshot.routes.values()} - {""})
 
