@@ -25,7 +25,8 @@ MAX_HEADER_VALUE_CHARS = 1000
 _MAX_FRAME_DEPTH = 48
 
 
-def _first(attributes: Mapping[str, Any], *keys: str) -> Any:
+def first_attribute(attributes: Mapping[str, Any], *keys: str) -> Any:
+    """The value of the first of ``keys`` present in ``attributes`` (semconv old and new names)."""
     for key in keys:
         value = attributes.get(key)
         if value is not None:
@@ -35,22 +36,22 @@ def _first(attributes: Mapping[str, Any], *keys: str) -> Any:
 
 def http_info(attributes: Mapping[str, Any], span_name: str) -> Dict[str, Any]:
     """Method, route, path, query and status from span attributes (old or stable semconv)."""
-    method = _first(attributes, "http.request.method", "http.method")
-    route = _first(attributes, "http.route")
-    path = _first(attributes, "url.path")
-    query = _first(attributes, "url.query")
+    method = first_attribute(attributes, "http.request.method", "http.method")
+    route = first_attribute(attributes, "http.route")
+    path = first_attribute(attributes, "url.path")
+    query = first_attribute(attributes, "url.query")
     if path is None:
-        target = _first(attributes, "http.target")
+        target = first_attribute(attributes, "http.target")
         if target is None:
-            url = _first(attributes, "url.full", "http.url")
+            url = first_attribute(attributes, "url.full", "http.url")
             target = None if url is None else _split_url(str(url))[0]
         if target is not None:
             path, _, query_part = str(target).partition("?")
             query = query if query is not None else (query_part or None)
     if query is None:  # the ASGI instrumentation puts the query only in the full URL
-        url = _first(attributes, "url.full", "http.url")
+        url = first_attribute(attributes, "url.full", "http.url")
         query = _split_url(str(url))[1] or None if url is not None else None
-    status = _first(attributes, "http.response.status_code", "http.status_code")
+    status = first_attribute(attributes, "http.response.status_code", "http.status_code")
     if route is None:
         name_parts = span_name.split(" ", 1)
         route = name_parts[1] if len(name_parts) == 2 and name_parts[1].startswith("/") else (path or span_name)

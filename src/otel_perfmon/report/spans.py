@@ -23,7 +23,7 @@ import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
-from otel_perfmon.report.capture import redact_query, truncate
+from otel_perfmon.report.capture import first_attribute, redact_query, truncate
 
 #: A statement or URL template repeated this many times in one request is flagged.
 N_PLUS_ONE_MIN_COUNT = 10
@@ -74,14 +74,6 @@ def url_template(url: str) -> str:
     return urlunsplit((parts.scheme, host, path, "", ""))
 
 
-def _first(attributes: Mapping[str, Any], *keys: str) -> Any:
-    for key in keys:
-        value = attributes.get(key)
-        if value is not None:
-            return value
-    return None
-
-
 def span_row(span: Any, root_start_ns: int) -> Dict[str, Any]:
     """One ``spans`` row: name, kind, start offset and duration (ms), status, and the
     attributes that matter, redacted."""
@@ -94,22 +86,22 @@ def span_row(span: Any, root_start_ns: int) -> Dict[str, Any]:
         "duration_ms": round((end - start) / 1e6, 3),
         "status": str(getattr(getattr(span, "status", None), "status_code", "UNSET")).rsplit(".", 1)[-1].lower(),
     }
-    system = _first(attributes, "db.system.name", "db.system")
-    statement = _first(attributes, "db.query.text", "db.statement")
+    system = first_attribute(attributes, "db.system.name", "db.system")
+    statement = first_attribute(attributes, "db.query.text", "db.statement")
     if system is not None:
         row["db_system"] = str(system)
     if statement is not None:
         row["statement"] = normalize_statement(str(statement))
-    method = _first(attributes, "http.request.method", "http.method")
-    url = _first(attributes, "url.full", "http.url")
+    method = first_attribute(attributes, "http.request.method", "http.method")
+    url = first_attribute(attributes, "url.full", "http.url")
     if method is not None:
         row["http_method"] = str(method)
     if url is not None:
         row["url"] = safe_url(str(url))
         row["url_template"] = url_template(str(url))
-    peer = _first(attributes, "server.address", "net.peer.name", "network.peer.address", "net.peer.ip")
+    peer = first_attribute(attributes, "server.address", "net.peer.name", "network.peer.address", "net.peer.ip")
     if peer is not None:
-        port = _first(attributes, "server.port", "net.peer.port", "network.peer.port")
+        port = first_attribute(attributes, "server.port", "net.peer.port", "network.peer.port")
         row["peer"] = f"{peer}:{port}" if port is not None else str(peer)
     return row
 
