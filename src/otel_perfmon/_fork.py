@@ -23,3 +23,34 @@ def reset_after_fork(obj: Any, method: str = "_reset") -> None:
             getattr(target, method)()
 
     os.register_at_fork(after_in_child=hook)
+
+
+def reset_locks_after_fork(obj: Any, *names: str) -> None:
+    """In the child after ``fork``, replace each lock attribute ``names`` of ``obj`` (a
+    ``threading.Lock`` or ``RLock``; other values are left alone) by a new, unlocked one.
+
+    Only the forking thread exists in the child: a lock another thread of the parent held at
+    fork time would stay locked for ever. For objects whose module registers no reset itself
+    (the claim lock of :class:`otel_perfmon.slow.SlowSpans`, the memory and SQLite stores'
+    locks); holds ``obj`` weakly.
+    """
+    if not hasattr(os, "register_at_fork"):
+        return
+    import threading
+
+    ref = weakref.ref(obj)
+    rlock_type = type(threading.RLock())
+    lock_type = type(threading.Lock())
+
+    def hook() -> None:
+        target = ref()
+        if target is None:
+            return
+        for name in names:
+            old = getattr(target, name, None)
+            if isinstance(old, rlock_type):
+                setattr(target, name, threading.RLock())
+            elif isinstance(old, lock_type):
+                setattr(target, name, threading.Lock())
+
+    os.register_at_fork(after_in_child=hook)

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import sys
 import threading
+import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from opentelemetry import trace
 
+from otel_perfmon._fork import reset_locks_after_fork
 from otel_perfmon.config import PerfmonConfig, resolve_config
+from otel_perfmon.dedup import DedupStore, open_store
+from otel_perfmon.dedup.memory import MemoryDedupStore
+from otel_perfmon.dedup.resilient import ResilientStore
 from otel_perfmon.errors import ConfigurationError
 from otel_perfmon.processor import PerfmonSpanProcessor
+from otel_perfmon.stats import log_once
 
 _logger = logging.getLogger(__name__)
+_stats_logger = logging.getLogger("otel_perfmon.processor")
 _lock = threading.RLock()
 #: id(provider) -> (provider, Perfmon); the provider is kept so its id is not reused.
 _by_provider: Dict[int, Tuple[Any, Perfmon]] = {}
@@ -30,8 +40,22 @@ class Perfmon:
 
     def __init__(self, config: PerfmonConfig, exporters: List[Any]) -> None:
         self.config = config
-        self.processor = PerfmonSpanProcessor(config, exporters)
+        store = _open_store(config)
+        self.processor = PerfmonSpanProcessor(config, exporters, store=store)
+        if isinstance(store, ResilientStore):
+            store.bind(self._store_error)
+        # locks whose modules register no after-fork reset (dispatch, watchdog, sampler, stats do)
+        reset_locks_after_fork(self.processor.slow, "_claim_lock")
+        reset_locks_after_fork(store.inner if isinstance(store, ResilientStore) else store, "_lock")
         self.tracer_provider: Any = None
+
+    def _store_error(self, exc: BaseException) -> None:
+        # the dedup store's backend failed one operation (watchdog / worker thread)
+        stats = self.processor.stats
+        stats.incr("dedup_store_errors")
+        log_once(_stats_logger, f"dedup-store:{type(exc).__name__}",
+                 "dedup store %s unavailable (%r): claiming in this process and replaying when it answers",
+                 self.config.dedup_store.split("@")[-1], exc, exc_info=False)
 
     @property
     def report_dir(self) -> str:
@@ -52,6 +76,7 @@ class Perfmon:
         provider.add_span_processor(self.processor)
         self.tracer_provider = provider
         _by_provider[id(provider)] = (provider, self)
+        _install_exit_hooks()
 
     def force_flush(self, timeout_seconds: float = 5.0) -> bool:
         """Block up to ``timeout_seconds`` (s) until every queued report is written and exported.
@@ -79,6 +104,71 @@ class Perfmon:
         reports_deduplicated, reports_dropped, export_failures, internal_errors; plus
         profiled_fraction (0..1) and profiling_seconds_estimate (seconds, an upper bound)."""
         return self.processor.stats_snapshot()
+
+
+def _open_store(config: PerfmonConfig) -> DedupStore:
+    # every shared store is wrapped: a down or locked backend never costs a report (dedup/resilient.py)
+    store = open_store(config.dedup_store, os.path.abspath(config.report_dir))
+    return store if isinstance(store, MemoryDedupStore) else ResilientStore(store)
+
+
+# ---------------------------------------------------------------------------------- process exit
+#: monotonic deadline of the exit shutdown once it started (one budget for every handle)
+_exit_deadline: Optional[float] = None
+
+
+def shutdown_at_exit() -> None:
+    """Shut every attached handle down within its ``shutdown_timeout_seconds`` (one shared
+    deadline: the largest of them). Runs at interpreter exit (atexit: gunicorn's SIGTERM and
+    ``sys.exit``) and after uvicorn's shutdown when uvicorn is about to re-raise a signal.
+    Idempotent (a second call shares the first one's deadline); never raises."""
+    global _exit_deadline
+    with _lock:
+        handles = [handle for _provider, handle in _by_provider.values()]
+    if not handles:
+        return
+    if _exit_deadline is None:
+        _exit_deadline = time.monotonic() + max(h.config.shutdown_timeout_seconds for h in handles)
+    for handle in handles:
+        try:
+            handle.shutdown(max(0.0, _exit_deadline - time.monotonic()))
+        except Exception:
+            _logger.exception("otel-perfmon: shutdown at exit failed")
+
+
+def _install_exit_hooks() -> None:
+    """atexit, registered (again) after the TracerProvider's own, so it runs before it (atexit
+    is last-in first-out) and before the launcher's Logger/MeterProvider shut down; and a
+    wrapper of uvicorn's ``Server.shutdown`` when uvicorn is imported (see
+    :func:`_hook_uvicorn`). Called with ``_lock`` held."""
+    atexit.unregister(shutdown_at_exit)
+    atexit.register(shutdown_at_exit)
+    _hook_uvicorn()
+
+
+def _hook_uvicorn() -> None:
+    """uvicorn (0.29+) restores the signal handlers after its graceful shutdown and re-raises
+    SIGTERM/SIGINT, so the process dies of the signal and atexit never runs. Its
+    ``Server.shutdown`` (connections closed, tasks done, lifespan shut down) is the last code
+    that runs: after it, when a captured signal is about to be re-raised, the handles are shut
+    down within their ``shutdown_timeout_seconds``. A server stopped without a signal (in a
+    test, a programmatic ``should_exit``) is left alone: atexit covers the process's end."""
+    server_module = sys.modules.get("uvicorn.server")
+    server_class = getattr(server_module, "Server", None)
+    original = getattr(server_class, "shutdown", None)
+    if original is None or getattr(original, "__otel_perfmon_hook__", False):
+        return
+
+    async def shutdown(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            await original(self, *args, **kwargs)
+        finally:
+            if getattr(self, "_captured_signals", None):
+                shutdown_at_exit()  # blocks the (finished) loop for at most the timeout
+
+    shutdown.__otel_perfmon_hook__ = True  # type: ignore[attr-defined]
+    shutdown.__doc__ = original.__doc__
+    server_class.shutdown = shutdown  # type: ignore[union-attr]
 
 
 def _install_set_provider_hook() -> None:

@@ -17,8 +17,9 @@ calls :func:`otel_perfmon.configure_perfmon` with no arguments, so it is configu
 (or to the one the app sets later). OTel's Flask / FastAPI instrumentors create the SERVER
 spans. gunicorn imports the app in the master and forks the workers; otel-perfmon's
 threads start lazily and again in each worker (``os.register_at_fork``). At interpreter exit
-the queued reports are flushed before the launcher's LoggerProvider and MeterProvider shut
-down, so the last ``perfmon.report`` events are not lost.
+the queued reports are flushed (within ``OTEL_PERFMON_SHUTDOWN_TIMEOUT_SECONDS``) before the
+launcher's LoggerProvider and MeterProvider shut down, so the last ``perfmon.report`` events
+are not lost.
 
 Configuration::
 
@@ -42,17 +43,16 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 
 _logger = logging.getLogger(__name__)
 
-#: Upper bound (s) of the flush at interpreter exit.
-EXIT_FLUSH_TIMEOUT_SECONDS = 5.0
-
-
 def _flush_at_exit() -> None:
-    """atexit (main thread, at interpreter exit): export queued reports; never raises."""
-    handle = PerfmonInstrumentor.handle
-    if handle is None:
+    """atexit (main thread, at interpreter exit): write and export the queued reports within
+    ``shutdown_timeout_seconds`` (the deadline :func:`otel_perfmon.api.shutdown_at_exit`
+    shares with every other exit hook); never raises."""
+    if PerfmonInstrumentor.handle is None:
         return
     try:
-        handle.force_flush(EXIT_FLUSH_TIMEOUT_SECONDS)
+        from otel_perfmon.api import shutdown_at_exit
+
+        shutdown_at_exit()
     except Exception:
         _logger.exception("otel-perfmon: flush at exit failed")
 

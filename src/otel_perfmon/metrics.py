@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import weakref
 from typing import Any, Dict, Iterable, List, Optional
 
@@ -41,7 +42,8 @@ SLOW_SPAN_DURATION = "perfmon.slow_span.duration"
 _UNITS = {
     "spans_started": "{span}", "spans_profiled": "{span}", "slow_spans": "{span}",
     "reports_created": "{report}", "reports_deduplicated": "{report}", "reports_dropped": "{report}",
-    "export_failures": "{export}", "internal_errors": "{error}", "profiling_seconds_estimate": "s",
+    "export_failures": "{export}", "internal_errors": "{error}", "dedup_store_errors": "{error}",
+    "profiling_seconds_estimate": "s",
 }
 _DESCRIPTIONS = {
     "spans_started": "Eligible spans seen (local-root SERVER spans and @profile spans)",
@@ -52,6 +54,7 @@ _DESCRIPTIONS = {
     "reports_dropped": "Slow spans whose report was lost (queue full, shut down, build failed)",
     "export_failures": "Exporter calls that failed, timed out or were skipped",
     "internal_errors": "Exceptions caught inside otel-perfmon",
+    "dedup_store_errors": "Dedup store operations its backend did not do when asked (claimed in the process, replayed)",
     "profiling_seconds_estimate": "Upper-bound estimate of the time spent profiling (pyinstrument)",
 }
 #: Gauge: share of eligible spans that got a pyinstrument session (0..1).
@@ -76,16 +79,88 @@ def _total(key: str) -> float:
         return sum(stats.snapshot().get(key, 0) for stats in list(_stats))
 
 
+#: Longest wait (s) in the parent, at fork, for the SDK metric readers' export in progress.
+FORK_EXPORT_WAIT_SECONDS = 1.0
+_held_export_locks: List[Any] = []
+
+
+def _sdk_readers() -> List[Any]:
+    """The global SDK MeterProvider's metric readers (none for the API's no-op provider)."""
+    from opentelemetry import metrics
+
+    provider = metrics.get_meter_provider()
+    config = getattr(provider, "_sdk_config", None)
+    return list(getattr(config, "metric_readers", ()) or ())
+
+
 def _before_fork() -> None:
     _lock.acquire()
+    # opentelemetry-sdk (checked up to 1.45.1) restarts a PeriodicExportingMetricReader's
+    # thread in a forked child but keeps its _export_lock: a child forked while the parent's
+    # reader exports (gunicorn --preload, Celery prefork) inherits it locked, and its reader
+    # thread blocks on it for ever: the child never exports a metric. Wait (bounded) for the
+    # export in progress and hold the lock across fork(); the child also gets new locks below.
+    try:
+        deadline = time.monotonic() + FORK_EXPORT_WAIT_SECONDS
+        for reader in _sdk_readers():
+            lock = getattr(reader, "_export_lock", None)
+            if lock is not None and lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                _held_export_locks.append(lock)
+    except Exception:
+        pass  # never fail a fork
 
 
-def _after_fork() -> None:
+def _release_export_locks() -> None:
+    while _held_export_locks:
+        try:
+            _held_export_locks.pop().release()
+        except RuntimeError:
+            pass
+
+
+def _after_fork_in_parent() -> None:
+    _release_export_locks()
+    _lock.release()
+
+
+def _reset_sdk_locks() -> None:
+    """In a forked child: new locks for the SDK's metric collection path, which its own fork
+    hooks leave as they were (the reader's export lock, the measurement consumer's, each
+    reader storage's, view-instrument match's and aggregation's). Only the forking thread
+    exists here, so any lock found held belongs to a thread that is gone."""
+    from opentelemetry import metrics
+
+    provider = metrics.get_meter_provider()
+    for reader in _sdk_readers():
+        if hasattr(reader, "_export_lock"):
+            reader._export_lock = threading.Lock()
+    consumer = getattr(provider, "_measurement_consumer", None)
+    if consumer is None:
+        return
+    if hasattr(consumer, "_lock"):
+        consumer._lock = threading.Lock()
+    for storage in list(getattr(consumer, "_reader_storages", {}).values()):
+        storage._lock = threading.RLock()
+        for matches in list(getattr(storage, "_instrument_view_instrument_matches", {}).values()):
+            for match in matches:
+                match._lock = threading.Lock()
+                for aggregation in list(getattr(match, "_attributes_aggregation", {}).values()):
+                    if hasattr(aggregation, "_lock"):
+                        aggregation._lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    _held_export_locks.clear()  # replaced, not released: the child's copies are fresh locks
+    try:
+        _reset_sdk_locks()
+    except Exception:
+        log_once(_logger, "metrics-fork", "could not reset the OTel SDK metric locks after fork")
     _lock.release()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)
 
 
 def _callback(key: str) -> Any:

@@ -20,6 +20,8 @@ STAT_KEYS = (
     "reports_dropped",       # slow spans lost: queue full, shut down, or the build failed
     "export_failures",       # exporter calls that failed, timed out or were skipped while stuck
     "internal_errors",       # exceptions caught inside otel-perfmon's hooks and threads
+    "dedup_store_errors",    # dedup store operations its backend did not do when asked (down, locked,
+                             # timed out): claimed in this process / queued for replay (dedup/resilient.py)
     "profiling_seconds_estimate",  # upper-bound estimate of the time profiling cost (s, float)
     "reports_replaced",      # kept reports rewritten with a better call tree (same id)
     "sampler_passes",        # passes of the stack sampler thread over the open spans
