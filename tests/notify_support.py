@@ -181,6 +181,8 @@ def perfmon_app(tmp_path: Any, exporters: List[Any], **overrides: Any) -> Iterat
 
 def report_files(report_dir: str) -> List[str]:
     try:
-        return sorted(n for n in os.listdir(report_dir) if n.endswith((".json", ".html", ".md")))
+        # a report's three files: <id>.json/.html/.md (ids have no dot; <id>.speedscope.json is its flame graph)
+        return sorted(n for n in os.listdir(report_dir)
+                      if n.endswith((".json", ".html", ".md")) and "." not in n.rsplit(".", 1)[0])
     except FileNotFoundError:
         return []

@@ -145,6 +145,8 @@ class Worker:
     def reports(self) -> List[Dict[str, Any]]:
         found = []
         for path in glob.glob(str(self.report_dir / "*.json")):
+            if "." in os.path.basename(path)[: -len(".json")]:
+                continue  # not a report's JSON (e.g. <id>.speedscope.json)
             try:
                 found.append(json.loads(Path(path).read_text(encoding="utf-8")))
             except ValueError:

@@ -60,9 +60,11 @@ def make_provider():
 
 
 def report_files(report_dir) -> list:
+    """A report's three files (<id>.json/.html/.md; its flame graph <id>.speedscope.json aside)."""
     if not os.path.isdir(report_dir):
         return []
-    return sorted(n for n in os.listdir(report_dir) if n.endswith((".json", ".html", ".md")))
+    return sorted(n for n in os.listdir(report_dir)
+                  if n.endswith((".json", ".html", ".md")) and "." not in n.rsplit(".", 1)[0])
 
 
 @pytest.fixture
@@ -143,7 +145,7 @@ print(json.dumps({{
     "same_provider": perfmon.tracer_provider is provider, "same_handle": again is perfmon,
     "status": status, "flushed": flushed, "stats": perfmon.stats(),
     "attributes": {{k: v for k, v in span.attributes.items() if k.startswith("perfmon.")}},
-    "files": sorted(os.listdir(report_dir)),
+    "files": sorted(n for n in os.listdir(report_dir) if ".speedscope." not in n),
 }}))
 perfmon.shutdown(timeout_seconds=2)
 """
