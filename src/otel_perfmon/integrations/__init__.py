@@ -7,23 +7,39 @@ import importlib
 from typing import Any, Optional
 
 
+def _instrumentor_class(module: str, instrumentor: str, extra: str, field: str = "app") -> Any:
+    """The instrumentor class; ConfigurationError naming the extra when its package is missing."""
+    from otel_perfmon.errors import ConfigurationError
+
+    try:
+        return getattr(importlib.import_module(module), instrumentor)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"{field}: needs {module.replace('.', '-').replace('_', '-')} "
+            f"(pip install 'otel-perfmon[{extra}]'): {exc}") from None
+
+
+def instrument_globally(tracer_provider: Optional[Any], module: str, instrumentor: str, extra: str,
+                        field: str = "app") -> Optional[Any]:
+    """``<instrumentor>().instrument(tracer_provider=...)`` (a process-wide instrumentor such as
+    Celery's or Django's) unless it already ran; returns the instrumentor when this call
+    instrumented, else None. Raises ConfigurationError naming the extra when it is missing."""
+    instance = _instrumentor_class(module, instrumentor, extra, field)()  # a singleton (BaseInstrumentor)
+    if instance.is_instrumented_by_opentelemetry:
+        return None
+    instance.instrument(tracer_provider=tracer_provider)
+    return instance
+
+
 def instrument_with(app: Any, tracer_provider: Optional[Any], module: str, instrumentor: str, extra: str) -> bool:
     """``<instrumentor>.instrument_app(app, tracer_provider=...)`` unless ``app`` already is.
 
     Returns True when this call instrumented the app. Raises ConfigurationError naming the
     extra to install when the instrumentation package is missing.
     """
-    from otel_perfmon.errors import ConfigurationError
-
     if getattr(app, "_is_instrumented_by_opentelemetry", False):
         return False
-    try:
-        cls = getattr(importlib.import_module(module), instrumentor)
-    except ImportError as exc:
-        raise ConfigurationError(
-            f"app: needs {module.replace('.', '-').replace('_', '-')} "
-            f"(pip install 'otel-perfmon[{extra}]'): {exc}") from None
-    cls.instrument_app(app, tracer_provider=tracer_provider)
+    _instrumentor_class(module, instrumentor, extra).instrument_app(app, tracer_provider=tracer_provider)
     return True
 
 

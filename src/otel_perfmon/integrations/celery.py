@@ -26,8 +26,9 @@ tracer provider's and otel-perfmon's background threads are restarted in each ch
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Optional
+
+from otel_perfmon.integrations import instrument_globally
 
 
 def is_celery_app(app: Any) -> bool:
@@ -41,16 +42,5 @@ def instrument(app: Any, tracer_provider: Optional[Any]) -> bool:
     Returns True when this call instrumented it. Raises ConfigurationError naming the extra
     when ``opentelemetry-instrumentation-celery`` is missing.
     """
-    from otel_perfmon.errors import ConfigurationError
-
-    try:
-        instrumentor_class = importlib.import_module("opentelemetry.instrumentation.celery").CeleryInstrumentor
-    except ImportError as exc:
-        raise ConfigurationError(
-            "app: needs opentelemetry-instrumentation-celery "
-            f"(pip install 'otel-perfmon[celery]'): {exc}") from None
-    instrumentor = instrumentor_class()  # a singleton (BaseInstrumentor)
-    if instrumentor.is_instrumented_by_opentelemetry:
-        return False
-    instrumentor.instrument(tracer_provider=tracer_provider)
-    return True
+    return instrument_globally(tracer_provider, "opentelemetry.instrumentation.celery", "CeleryInstrumentor",
+                               "celery") is not None

@@ -31,6 +31,8 @@ import os
 import sys
 from typing import Any, Optional
 
+from otel_perfmon.integrations import instrument_globally
+
 
 def settings_ready() -> bool:
     """True when Django is imported and its settings are configured or can be (``DJANGO_SETTINGS_MODULE``).
@@ -53,20 +55,12 @@ def instrument(tracer_provider: Optional[Any]) -> bool:
     :func:`settings_ready`) or already instrumented. Raises ConfigurationError naming the
     extra when ``opentelemetry-instrumentation-django`` is missing.
     """
-    from otel_perfmon.errors import ConfigurationError
-
     if not settings_ready():
         return False
-    try:
-        instrumentor_class = importlib.import_module("opentelemetry.instrumentation.django").DjangoInstrumentor
-    except ImportError as exc:
-        raise ConfigurationError(
-            "Django: needs opentelemetry-instrumentation-django "
-            f"(pip install 'otel-perfmon[django]'): {exc}") from None
-    instrumentor = instrumentor_class()  # a singleton (BaseInstrumentor)
-    if instrumentor.is_instrumented_by_opentelemetry:
+    instrumentor = instrument_globally(tracer_provider, "opentelemetry.instrumentation.django", "DjangoInstrumentor",
+                                       "django", field="Django")
+    if instrumentor is None:
         return False
-    instrumentor.instrument(tracer_provider=tracer_provider)
     _use_async_capable_middleware(importlib.import_module("django.conf").settings,
                                   getattr(instrumentor, "_opentelemetry_middleware", None))
     return True
