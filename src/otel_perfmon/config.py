@@ -73,6 +73,8 @@ class PerfmonConfig:
     sampler_budget: float = 0.008
     inflight_multiple: float = 5.0
     capture_request_body: str = "medium"
+    retention_max_age_seconds: float = 2592000  # 30 days; reports older than this are deleted (0: no limit)
+    retention_max_bytes: int = 1073741824  # 1 GiB; the oldest reports go past it (0: no limit)
 
     def report_url(self, report_id: str) -> Optional[str]:
         """The link for ``report_id`` from ``report_url_template``, or None when unset."""
@@ -107,6 +109,8 @@ _ENV: Dict[str, Tuple[str, Callable[[str], Any]]] = {
     "sampler_budget": (ev.OTEL_PERFMON_SAMPLER_BUDGET, parse_float),
     "inflight_multiple": (ev.OTEL_PERFMON_INFLIGHT_MULTIPLE, parse_float),
     "capture_request_body": (ev.OTEL_PERFMON_CAPTURE_REQUEST_BODY, parse_lower),
+    "retention_max_age_seconds": (ev.OTEL_PERFMON_RETENTION_MAX_AGE_SECONDS, parse_float),
+    "retention_max_bytes": (ev.OTEL_PERFMON_RETENTION_MAX_BYTES, parse_int),
 }
 
 
@@ -184,6 +188,18 @@ def validate(config: PerfmonConfig) -> PerfmonConfig:
     if not isinstance(config.report_dir, (str, os.PathLike)) or not str(config.report_dir):
         raise ConfigurationError(f"report_dir must be a non-empty path, got {config.report_dir!r}")
     values["report_dir"] = os.fspath(config.report_dir)
+    try:  # a URL (s3://bucket/prefix...) must name an installed fsspec file system
+        from otel_perfmon.storage import check_report_dir, display
+
+        check_report_dir(values["report_dir"])
+    except ValueError as exc:
+        raise ConfigurationError(f"report_dir {display(values['report_dir'])!r}: {exc}") from None
+    values["retention_max_age_seconds"] = _positive_number(
+        "retention_max_age_seconds", config.retention_max_age_seconds, allow_zero=True)
+    max_bytes = config.retention_max_bytes
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+        raise ConfigurationError(f"retention_max_bytes must be an int >= 0 (0: no limit), got {max_bytes!r}")
+    values["retention_max_bytes"] = max_bytes
     values["dedup_store"] = _dedup_store_spec(config.dedup_store)
     for name in ("include_urls", "exclude_urls"):
         values[name] = _string_list(name, getattr(config, name))

@@ -40,7 +40,9 @@ OTEL_PERFMON_REPORT_DIR = "OTEL_PERFMON_REPORT_DIR"
 """.. envvar:: OTEL_PERFMON_REPORT_DIR
 
 Directory of the report files and of the default (SQLite) dedup store; created with mode
-0700. Default: `./perfmon-reports`.
+0700. Also an fsspec URL: `s3://bucket/prefix` (extra `s3`), `gs://…` (`gcs`), `az://…`
+(`azure`), `memory://…`, `file://…`; then the SQLite file and the upload spool stay in a local
+directory (docs/storage.md). Default: `./perfmon-reports`.
 """
 
 OTEL_PERFMON_DEDUP_STORE = "OTEL_PERFMON_DEDUP_STORE"
@@ -124,6 +126,23 @@ OTEL_PERFMON_SHUTDOWN_TIMEOUT_SECONDS = "OTEL_PERFMON_SHUTDOWN_TIMEOUT_SECONDS"
 At process exit (interpreter exit, gunicorn's SIGTERM, uvicorn's re-raised SIGTERM), the time
 (seconds) allowed to write the queued reports and deliver their notifications; what is left
 after it is dropped and counted. Default: `5`.
+"""
+
+OTEL_PERFMON_RETENTION_MAX_AGE_SECONDS = "OTEL_PERFMON_RETENTION_MAX_AGE_SECONDS"
+""".. envvar:: OTEL_PERFMON_RETENTION_MAX_AGE_SECONDS
+
+Reports whose JSON was last written longer ago than this (seconds; 2592000 = 30 days) are
+deleted, all their files together, by the worker (at most every 5 minutes) and by
+`otel-perfmon prune`; their dedup entry is released so the route can report again. 0 keeps
+them forever. Default: `2592000`.
+"""
+
+OTEL_PERFMON_RETENTION_MAX_BYTES = "OTEL_PERFMON_RETENTION_MAX_BYTES"
+""".. envvar:: OTEL_PERFMON_RETENTION_MAX_BYTES
+
+Largest total size (bytes; 1073741824 = 1 GiB) of the report files in the report directory or
+bucket prefix; past it the oldest reports are deleted first, as for the age. 0 sets no bound.
+Default: `1073741824`.
 """
 
 # adaptive profiling policy, stack sampler, in-flight reports

@@ -16,8 +16,7 @@ For each :class:`~otel_perfmon.report.model.CapturedSpan`: claim its fingerprint
 
 from __future__ import annotations
 
-import json
-import os
+import logging
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -27,7 +26,10 @@ from otel_perfmon.report.build import build_report, profile_quality
 from otel_perfmon.report.capture import UNROUTED, fingerprint_route, span_fingerprint, truncate
 from otel_perfmon.report.model import MAX_EARLIER_VERSIONS, CapturedSpan, Report
 from otel_perfmon.report.render import update_report_json, write_report_files
-from otel_perfmon.stats import Stats
+from otel_perfmon.stats import Stats, log_once
+from otel_perfmon.storage import ReportStore, display, open_report_store, retention
+
+_logger = logging.getLogger(__name__)
 
 #: A later occurrence replaces the kept report when it is at least this many times slower...
 SLOWER_FACTOR = 2.0
@@ -57,12 +59,8 @@ def replacement(kept: Optional[KeptVersion], candidate: KeptVersion, followed_up
 MAX_UNROUTED_PATHS = 50
 
 
-def _read_paths(path: str) -> List[str]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            paths = json.load(handle).get("unrouted_paths", [])
-    except (OSError, ValueError, AttributeError):
-        return []
+def _read_paths(data: Optional[Dict[str, Any]]) -> List[str]:
+    paths = (data or {}).get("unrouted_paths", [])
     return [p for p in paths if isinstance(p, str)] if isinstance(paths, list) else []
 
 
@@ -74,18 +72,18 @@ def _merged_paths(kept: List[str], new: List[str]) -> List[str]:
     return merged[:MAX_UNROUTED_PATHS]
 
 
-def _earlier_versions(path: str) -> List[Dict[str, Any]]:
-    """The ``earlier_versions`` of the report file at ``path`` plus the version it holds
-    (empty when the file cannot be read)."""
+def _earlier_versions(data: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The ``earlier_versions`` of the report JSON ``data`` plus the version it holds
+    (empty when the file could not be read)."""
+    if data is None:
+        return []
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
         earlier = [v for v in data.get("earlier_versions", []) if isinstance(v, dict)]
         profile = data.get("profile", {})
         replaced = {"trace_id": data["trace_id"], "span_id": data["span_id"], "duration_ms": data["duration_ms"],
                     "mode": profile.get("mode", "none"), "coverage": profile.get("coverage", 0.0),
                     "start_time": data["start_time"]}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, AttributeError):
         return []
     return (earlier + [replaced])[-MAX_EARLIER_VERSIONS:]
 
@@ -93,11 +91,15 @@ def _earlier_versions(path: str) -> List[Dict[str, Any]]:
 class ReportPipeline:
     """The handler of the worker queue (:meth:`process`). ``claim(open_span) -> Claim`` is
     :meth:`otel_perfmon.slow.SlowSpans.claim`; ``dispatch(report)`` hands a report to the
-    exporters (:class:`otel_perfmon.dispatch.Dispatcher`)."""
+    exporters (:class:`otel_perfmon.dispatch.Dispatcher`). ``report_store`` is where the files
+    go (default: the local directory ``report_dir``); retention (``retention_max_age_seconds``,
+    ``retention_max_bytes``) is applied to it at most every
+    :data:`otel_perfmon.storage.retention.INTERVAL_SECONDS`, after a report."""
 
     def __init__(self, config: Any, store: DedupStore, claim: Callable[[Any], Any],
                  on_report: Callable[[str, float], None], dispatch: Callable[[Report], None], stats: Stats,
-                 report_dir: str) -> None:
+                 report_dir: str, report_store: Optional[ReportStore] = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._config = config
         self._store = store
         self._claim = claim
@@ -105,10 +107,43 @@ class ReportPipeline:
         self._dispatch = dispatch
         self._stats = stats
         self.report_dir = report_dir
+        self.report_store = report_store if report_store is not None else open_report_store(report_dir)
+        self._clock = clock
+        self._next_retention = clock()  # the first report applies it
 
     def process(self, captured: CapturedSpan) -> None:
         """Handle one captured span (worker thread; raises what the store or the disk raise,
-        which the queue counts as an internal error)."""
+        which the queue counts as an internal error), then apply retention when it is due."""
+        try:
+            self._process(captured)
+        finally:
+            if self._clock() >= self._next_retention:
+                self.apply_retention()
+
+    def retry_spool(self) -> int:
+        """Upload the spooled reports of a remote store (worker thread); returns how many."""
+        flush = getattr(self.report_store, "flush", None)
+        return int(flush(force=True)) if callable(flush) and getattr(self.report_store, "pending", False) else 0
+
+    def apply_retention(self) -> int:
+        """Delete the reports past ``retention_max_age_seconds`` / ``retention_max_bytes``
+        (oldest first) and release their dedup entries; returns how many. A failing store is
+        logged once (and retried at the next interval), never raised. Worker thread."""
+        self._next_retention = self._clock() + retention.INTERVAL_SECONDS
+        max_age = float(getattr(self._config, "retention_max_age_seconds", 0) or 0)
+        max_bytes = int(getattr(self._config, "retention_max_bytes", 0) or 0)
+        if max_age <= 0 and max_bytes <= 0:
+            return 0
+        try:
+            deletions = retention.plan(self.report_store.list_reports(), time.time(), max_age, max_bytes)
+            retention.apply(self.report_store, deletions, self._store)
+        except Exception as exc:
+            log_once(_logger, f"retention:{type(exc).__name__}", "retention of %s failed (%s); retried later",
+                     display(self.report_dir), exc, exc_info=False)
+            return 0
+        return len(deletions)
+
+    def _process(self, captured: CapturedSpan) -> None:
         open_span = captured.open_span
         in_flight = captured.mode == "in_flight"
         if in_flight and open_span.ended:
@@ -149,7 +184,7 @@ class ReportPipeline:
                earlier: List[Dict[str, Any]]) -> Report:
         report = self._build(captured, report_id, fingerprint)
         report.earlier_versions = earlier
-        write_report_files(report)
+        write_report_files(report, self.report_store)
         report.session = None  # the exporters get the rendered files, not the raw samples
         return report
 
@@ -179,7 +214,7 @@ class ReportPipeline:
             paths.append(path)
             return True
 
-        update_report_json(self.report_dir, report_id, add)
+        update_report_json(self.report_store, report_id, add)
 
     @staticmethod
     def _version(report: Report) -> KeptVersion:
@@ -193,12 +228,12 @@ class ReportPipeline:
         if not replace:
             return False
         report = self._build(captured, report_id, fingerprint)
-        path = os.path.join(self.report_dir, f"{report_id}.json")
-        report.earlier_versions = _earlier_versions(path)
+        kept = self.report_store.read_json(report_id)
+        report.earlier_versions = _earlier_versions(kept)
         if report.unrouted_paths:
-            report.unrouted_paths = _merged_paths(_read_paths(path), report.unrouted_paths)
+            report.unrouted_paths = _merged_paths(_read_paths(kept), report.unrouted_paths)
         try:
-            write_report_files(report)
+            write_report_files(report, self.report_store)
         finally:
             report.session = None
         self._stats.incr("reports_replaced")

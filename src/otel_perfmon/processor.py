@@ -43,6 +43,8 @@ from otel_perfmon.report.request import find_request_parameters
 from otel_perfmon.report.runtime import install_gc_hook
 from otel_perfmon.route_stats import BOUNDS_SECONDS, FLUSH_INTERVAL_SECONDS, SLOW_OFFSET, RouteStats, SlowSpansWithFlush
 from otel_perfmon.stats import Stats, log_once
+from otel_perfmon.storage import is_remote, local_path, local_state_dir, open_app_store
+from otel_perfmon.storage.spool import RETRY_INTERVAL_SECONDS
 from otel_perfmon.tracking import (
     FORCED_THRESHOLD,
     MAX_CHILD_SPANS,
@@ -62,6 +64,15 @@ _get_running_loop = asyncio._get_running_loop
 _current_task = asyncio.current_task
 _get_ident = threading.get_ident
 _bucket = bisect.bisect_left
+
+
+class _SpoolRetry:
+    """The watchdog item (and worker queue item) of a spool upload retry."""
+
+    ended = False
+
+
+_SPOOL_RETRY = _SpoolRetry()
 
 
 class PerfmonSpanProcessor(SpanProcessor):
@@ -94,8 +105,13 @@ class PerfmonSpanProcessor(SpanProcessor):
         self._capture = frozenset(h.lower() for h in config.capture_headers)
         self._body_level = config.capture_request_body
         self._redact = frozenset(h.lower() for h in config.redact_headers)
-        self.report_dir = os.path.abspath(config.report_dir)
-        self.store = store if store is not None else open_store(config.dedup_store, self.report_dir)
+        # a URL (s3://...) or a local directory; the dedup SQLite file and the spool of a remote
+        # store stay on this host (storage.local_state_dir)
+        self.report_dir = config.report_dir if is_remote(config.report_dir) else local_path(config.report_dir)
+        self.store = store if store is not None else open_store(config.dedup_store,
+                                                                local_state_dir(self.report_dir))
+        self.report_store = open_app_store(self.report_dir, self.stats.incr, self._schedule_spool_retry)
+        self._spool_retry_pid = 0  # the process whose watchdog holds a pending retry item
         self._tracked: Dict[int, OpenSpan] = {}
         self._roots: Dict[int, OpenSpan] = {}  # trace id -> its outermost open tracked span
         self.dispatcher = Dispatcher(exporters or [], config.export_timeout_seconds, config.queue_size, self.stats)
@@ -113,7 +129,14 @@ class PerfmonSpanProcessor(SpanProcessor):
         self._watchdog = self.slow.watchdog
         self.route_stats.attach(self._watchdog.schedule)
         self.pipeline = ReportPipeline(config, self.store, self.slow.claim, policy.on_report,
-                                       self.dispatcher.dispatch, self.stats, self.report_dir)
+                                       self.dispatcher.dispatch, self.stats, self.report_dir, self.report_store)
+        if self.report_store.is_remote:
+            # the watchdog's spool-retry item hands the worker a retry (storage/spool.py)
+            on_deadline = self._watchdog._on_deadline
+            self._watchdog._on_deadline = lambda item: (self._spool_retry_due() if item is _SPOOL_RETRY
+                                                        else on_deadline(item))
+            if getattr(self.report_store, "pending", False):  # reports spooled by an earlier run
+                self._schedule_spool_retry()
         self._shutdown = False
         threads.add_span_tracker(self)
         install_gc_hook()  # GC pauses for the reports' runtime block (report/runtime.py)
@@ -232,7 +255,23 @@ class PerfmonSpanProcessor(SpanProcessor):
 
     # ------------------------------------------------------------------ plumbing
     def _process(self, captured: Any) -> None:
+        if captured is _SPOOL_RETRY:
+            self.pipeline.retry_spool()
+            if getattr(self.report_store, "pending", False):
+                self._schedule_spool_retry()
+            return
         self.pipeline.process(captured)
+
+    def _schedule_spool_retry(self) -> None:
+        # worker thread (or set-up): one retry item at a time per process, on the watchdog
+        if self._spool_retry_pid != os.getpid():
+            self._spool_retry_pid = os.getpid()
+            self._watchdog.schedule(time.time() + RETRY_INTERVAL_SECONDS, _SPOOL_RETRY)
+
+    def _spool_retry_due(self) -> None:
+        # watchdog thread: the upload itself runs on the worker
+        self._spool_retry_pid = 0
+        self._worker.submit(_SPOOL_RETRY)
 
     def target_for_context(self) -> Optional[OpenSpan]:
         """The open span the calling context runs under (``run_sync`` wrapper, event loop)."""
@@ -243,6 +282,9 @@ class PerfmonSpanProcessor(SpanProcessor):
         return self.stats.report()
 
     def _dropped(self, captured: Any) -> None:
+        if captured is _SPOOL_RETRY:
+            self._spool_retry_pid = 0  # the next spooled report schedules another
+            return
         self.stats.dropped()
 
     def _background_error(self, exc: BaseException) -> None:

@@ -28,6 +28,10 @@ STAT_KEYS = (
     "sampler_samples",       # stack samples it took
     "sampler_cpu_seconds",   # CPU time the sampler thread used (s, float)
     "sampler_max_pass_seconds",  # longest stretch one pass held the GIL without a break (s, float)
+    "spool_reports",         # reports waiting in the local spool for the remote report store (now)
+    "spool_bytes",           # bytes of those spooled files (now)
+    "upload_failures",       # writes to the remote report store that failed (the report was spooled)
+    "spool_dropped",         # spooled reports dropped, oldest first, past the spool's bounds
 )
 
 

@@ -4,7 +4,8 @@
 with an escaped request panel above it), ``MarkdownRenderer`` and ``SpeedscopeFileRenderer``
 (pyinstrument's speedscope flame-graph file, only for a report with samples). Each has
 ``render(report) -> str`` (``Optional[str]`` for the speedscope one). :func:`write_report_files`
-writes the files atomically (0600) into the report directory (0700). Background worker only.
+writes the files into the report store (:mod:`otel_perfmon.storage`; locally atomically, 0600
+files in a 0700 directory), the JSON last. Background worker only.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from urllib.parse import quote
 
 import jinja2
 
 from otel_perfmon.report.model import Report
+from otel_perfmon.storage.base import ReportStore
+from otel_perfmon.storage.local import LocalReportStore
 
 #: Reports open from disk with no network: pyinstrument's viewer would fetch a web font, and
 #: this policy also stops any script or request that escaped escaping.
@@ -161,90 +164,45 @@ def ensure_report_dir(path: str) -> None:
     os.makedirs(path, mode=0o700, exist_ok=True)
 
 
-def _temporary_name(path: str) -> str:
-    """The name ``path`` is written under before its rename: ``<path>.tmp-<pid>``, which
-    the viewer index and ``otel-perfmon list`` never read (they read ``<id>.json`` only)."""
-    return f"{path}.tmp-{os.getpid()}"
+def render_files(report: Report) -> List[Tuple[str, str]]:
+    """``(suffix, text)`` of every file of ``report`` in :data:`RENDERERS` order (the
+    speedscope file only for a report with samples)."""
+    files = []
+    for renderer in RENDERERS:
+        text = renderer.render(report)
+        if text is not None:
+            files.append((renderer.suffix, text))
+    return files
 
 
-def _write_temporary(path: str, text: str) -> str:
-    """Write ``text`` to ``path``'s temporary name (0600); returns that name. On failure
-    (ENOSPC, EDQUOT, EROFS...) the partial temporary is removed and the error re-raised."""
-    tmp = _temporary_name(path)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    except OSError:
-        _remove_quietly(tmp)
-        raise
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-    return tmp
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def write_report_files(report: Report) -> List[str]:
+def write_report_files(report: Report, store: Optional[ReportStore] = None) -> List[str]:
     """Render and write ``<id>.html``, ``<id>.md``, ``<id>.speedscope.json`` (only for a report
-    with samples) and, last, ``<id>.json``; returns the paths written (JSON first, in
+    with samples) and, last, ``<id>.json`` into ``store`` (default: the local directory
+    ``report.report_dir``); returns the paths (or URLs) written (JSON first, in
     :data:`RENDERERS` order), which are then ``report.files`` (``report.has_flame_graph`` is set).
 
-    All of them are written to temporary names first and renamed only once every one of them
-    is complete, the JSON last: the JSON is what the viewer index and ``otel-perfmon list``
-    read, so a report becomes visible only when its files are all in place, and a failed
-    write (a full disk, a quota, a read-only file system) removes its temporaries and leaves
-    the directory as it was (an earlier version of the report stays intact). A replaced
-    version's speedscope file is removed when the new version has none. Raises OSError on
-    I/O failure (the worker counts it). Background worker only.
+    The JSON is what the viewer index and ``otel-perfmon list`` read, so every store writes it
+    last: a report becomes visible only when its files are all in place. Locally
+    (:mod:`otel_perfmon.storage.local`) all files go to temporary names first and are renamed
+    once every one is complete, so a failed write (a full disk, a quota, a read-only file
+    system) removes its temporaries and leaves the directory as it was (an earlier version of
+    the report stays intact). A replaced version's speedscope file is removed when the new
+    version has none. Raises OSError on I/O failure (the worker counts it). Background worker
+    only.
     """
-    ensure_report_dir(report.report_dir)
-    paths = [os.path.join(report.report_dir, f"{report.report_id}.{renderer.suffix}") for renderer in RENDERERS]
-    order = sorted(range(len(RENDERERS)), key=lambda i: RENDERERS[i].suffix == "json")  # JSON last
-    written: List[Tuple[str, str]] = []
-    try:
-        for i in order:
-            text = RENDERERS[i].render(report)
-            if text is not None:
-                written.append((_write_temporary(paths[i], text), paths[i]))
-        done = [path for _, path in written]
-        while written:
-            tmp, path = written[0]
-            os.replace(tmp, path)
-            written.pop(0)
-    finally:
-        for tmp, _ in written:
-            _remove_quietly(tmp)
-    report.has_flame_graph = any(path.endswith(".speedscope.json") for path in done)
-    for path in paths:
-        if path not in done:  # the speedscope file of an earlier version with samples
-            _remove_quietly(path)
-    return [path for path in paths if path in done]
+    if store is None:
+        store = LocalReportStore(report.report_dir)
+    files = render_files(report)
+    written = set(store.write_report(report.report_id, files))
+    report.has_flame_graph = "speedscope.json" in written
+    return [report._path(renderer.suffix) for renderer in RENDERERS if renderer.suffix in written]
 
 
-def update_report_json(report_dir: str, report_id: str, change: Callable[[Dict[str, Any]], bool]) -> bool:
+def update_report_json(report_dir: Union[str, ReportStore], report_id: str,
+                       change: Callable[[Dict[str, Any]], bool]) -> bool:
     """Apply ``change`` to ``<report_id>.json`` (it returns True when it changed the dict) and
-    rewrite that file alone, atomically (temporary name, then rename). Returns whether it was
-    rewritten; False when the file is missing or unreadable. Raises OSError on a failed write.
-    Background worker only."""
-    path = os.path.join(report_dir, f"{report_id}.json")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return False
-    if not isinstance(data, dict) or not change(data):
-        return False
-    tmp = _write_temporary(path, json.dumps(data, indent=2, ensure_ascii=True) + "\n")
-    try:
-        os.replace(tmp, path)
-    finally:
-        _remove_quietly(tmp)
-    return True
+    rewrite that file alone, atomically (locally: temporary name, then rename). ``report_dir``
+    is a local directory or a store. Returns whether it was rewritten; False when the file is
+    missing or unreadable. Raises OSError on a failed write. Background worker only."""
+    store = LocalReportStore(report_dir) if isinstance(report_dir, str) else report_dir
+    return store.update_json(report_id, change)
