@@ -9,7 +9,8 @@ disk error):
   or the worker longer than that;
 * a failed or timed-out call opens the breaker: for :data:`RETRY_SECONDS` the backend is not
   asked at all, and no new call is made while a timed-out one is still running;
-* meanwhile claims are made in a per-process memory store (:class:`MemoryDedupStore`), so the
+* meanwhile a route whose shared report this process saw within the window is counted
+  against that report; other claims are made in a per-process memory store (:class:`MemoryDedupStore`), so the
   report is still written under an id and linked from its span, and slow spans of the same
   route in this process are still deduplicated; occurrence counts, kept versions and
   releases are queued (at most :data:`MAX_PENDING`);
@@ -73,6 +74,7 @@ class ResilientStore(DedupStore):
         self._lock = threading.RLock()
         self._fallback = MemoryDedupStore()
         self._local: Dict[str, str] = {}   # fingerprint -> report id claimed in this process while down
+        self._known: Dict[str, Tuple[str, float]] = {}  # fingerprint -> (shared report id, when seen)
         self._pending: List[_Op] = []
         self._down_until = 0.0
         self._running: Optional[threading.Thread] = None  # a timed-out call still running
@@ -99,7 +101,8 @@ class ResilientStore(DedupStore):
     # ------------------------------------------------------------------ backend calls
     def _failed(self, exc: BaseException) -> None:
         self.errors += 1
-        self._down_until = time.monotonic() + self._retry
+        if not isinstance(exc, BackendUnavailable):  # a skipped call does not push the retry back
+            self._down_until = time.monotonic() + self._retry
         if self._on_error is not None:
             try:
                 self._on_error(exc)
@@ -163,7 +166,8 @@ class ResilientStore(DedupStore):
             elif not op.done:
                 args = list(op.args)
                 args[1] = remap.get(args[1], args[1])
-                if op.kind == "record_occurrence" or args[1] == op.args[1]:  # a kept version is of its own file
+                if op.kind in ("record_occurrence", "add_route_stats") or args[1] == op.args[1]:
+                    # (a kept version or a release is of its own file: not carried over to another report)
                     self._bounded(getattr(self.inner, op.kind), tuple(args), op)
             self._pending.pop(0)
 
@@ -172,10 +176,16 @@ class ResilientStore(DedupStore):
         with self._lock:
             args = (fingerprint, candidate_id, now, window_seconds)
             op = _Op("claim", args)
-            if fingerprint not in self._local:
-                ok, claim = self._try("claim", args, op)
-                if ok:
-                    return claim  # type: ignore[no-any-return]
+            ok, claim = self._try("claim", args, op)  # replays the queue first (a local claim included)
+            if ok:
+                if len(self._known) >= MAX_PENDING:
+                    self._known.clear()
+                self._known[fingerprint] = (claim.report_id, now)
+                return claim  # type: ignore[no-any-return]
+            known = self._known.get(fingerprint)
+            if fingerprint not in self._local and known is not None and window_seconds > 0 \
+                    and now - known[1] < window_seconds:
+                return Claim(known[0], False)  # the shared report this process last saw: no duplicate
             claim = self._fallback.claim(*args)
             if claim.is_new:
                 self._local[fingerprint] = claim.report_id
@@ -230,11 +240,8 @@ class ResilientStore(DedupStore):
 
     def get(self, fingerprint: str) -> Optional[DedupEntry]:
         with self._lock:
-            if fingerprint not in self._local:
-                ok, entry = self._try("get", (fingerprint,))
-                if ok:
-                    return entry  # type: ignore[no-any-return]
-            return self._fallback.get(fingerprint)
+            ok, entry = self._try("get", (fingerprint,))
+            return entry if ok else self._fallback.get(fingerprint)
 
     def entries(self) -> List[DedupEntry]:
         with self._lock:
@@ -251,10 +258,12 @@ class ResilientStore(DedupStore):
             raise AttributeError(name)
         return getattr(self.inner, name)
 
-    def add_route_stats(self, *args: Any, **kwargs: Any) -> Any:
-        """The backend's (raises what it raises)."""
-        inner: Any = self.inner
-        return inner.add_route_stats(*args, **kwargs)
+    def add_route_stats(self, deltas: Any, now: float) -> None:
+        """The backend's; while it is down the deltas (additive) are queued and replayed."""
+        with self._lock:
+            op = _Op("add_route_stats", (deltas, now))
+            if not self._try("add_route_stats", op.args, op)[0]:
+                self._queue(op)
 
     def route_stats(self, *args: Any, **kwargs: Any) -> Any:
         """The backend's (raises what it raises)."""
