@@ -73,6 +73,7 @@ class PerfmonConfig:
     sampler_budget: float = 0.008
     inflight_multiple: float = 5.0
     capture_request_body: str = "medium"
+    route_stats_interval_seconds: float = 5.0
     retention_max_age_seconds: float = 2592000  # 30 days; reports older than this are deleted (0: no limit)
     retention_max_bytes: int = 1073741824  # 1 GiB; the oldest reports go past it (0: no limit)
 
@@ -109,6 +110,7 @@ _ENV: Dict[str, Tuple[str, Callable[[str], Any]]] = {
     "sampler_budget": (ev.OTEL_PERFMON_SAMPLER_BUDGET, parse_float),
     "inflight_multiple": (ev.OTEL_PERFMON_INFLIGHT_MULTIPLE, parse_float),
     "capture_request_body": (ev.OTEL_PERFMON_CAPTURE_REQUEST_BODY, parse_lower),
+    "route_stats_interval_seconds": (ev.OTEL_PERFMON_ROUTE_STATS_INTERVAL_SECONDS, parse_float),
     "retention_max_age_seconds": (ev.OTEL_PERFMON_RETENTION_MAX_AGE_SECONDS, parse_float),
     "retention_max_bytes": (ev.OTEL_PERFMON_RETENTION_MAX_BYTES, parse_int),
 }
@@ -181,6 +183,8 @@ def validate(config: PerfmonConfig) -> PerfmonConfig:
     if isinstance(config.queue_size, bool) or not isinstance(config.queue_size, int) or config.queue_size < 1:
         raise ConfigurationError(f"queue_size must be an int >= 1, got {config.queue_size!r}")
     values["queue_size"] = config.queue_size
+    values["route_stats_interval_seconds"] = _positive_number(
+        "route_stats_interval_seconds", config.route_stats_interval_seconds, allow_zero=True)
     body = config.capture_request_body
     if not isinstance(body, str) or body.strip().lower() not in _BODY_LEVELS:
         raise ConfigurationError(f"capture_request_body must be one of {list(_BODY_LEVELS)}, got {body!r}")

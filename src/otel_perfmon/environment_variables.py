@@ -201,6 +201,13 @@ Request parameters (form fields, JSON body) that the app parsed, put in reports,
 `never`, `small` (up to 1,000 bytes), `medium` (10,000) or `always` (100,000). Multipart
 and binary bodies give content type, length and file names only. Default: `medium`.
 """
+OTEL_PERFMON_ROUTE_STATS_INTERVAL_SECONDS = "OTEL_PERFMON_ROUTE_STATS_INTERVAL_SECONDS"
+""".. envvar:: OTEL_PERFMON_ROUTE_STATS_INTERVAL_SECONDS
+
+Seconds between flushes of every route's request numbers (count, slow count, p50/p95/p99/max)
+from this process to the dedup store, for the viewer's `/routes` page; 0 keeps them in memory
+only. Default: `5`.
+"""
 
 # Notifier exporters (issue 3). A notifier named in OTEL_PERFMON_EXPORTERS reads its own
 # variables below; a missing required one raises ConfigurationError at configure time.

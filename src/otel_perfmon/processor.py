@@ -41,7 +41,8 @@ from otel_perfmon.profiling.sampler import StackSampler
 from otel_perfmon.report.capture import UrlFilter, capture_span, find_request_headers, span_fingerprint
 from otel_perfmon.report.request import find_request_parameters
 from otel_perfmon.report.runtime import install_gc_hook
-from otel_perfmon.route_stats import BOUNDS_SECONDS, FLUSH_INTERVAL_SECONDS, SLOW_OFFSET, RouteStats, SlowSpansWithFlush
+from otel_perfmon.route_stats import BOUNDS_SECONDS, SLOW_OFFSET, RouteStats
+from otel_perfmon.slow import SlowSpans
 from otel_perfmon.stats import Stats, log_once
 from otel_perfmon.storage import is_remote, local_path, local_state_dir, open_app_store
 from otel_perfmon.storage.spool import RETRY_INTERVAL_SECONDS
@@ -120,11 +121,10 @@ class PerfmonSpanProcessor(SpanProcessor):
         self._worker = BackgroundQueue("otel-perfmon-worker", self._process, config.queue_size,
                                        on_drop=self._dropped, on_error=self._background_error)
         # every tracked span's duration per route, flushed to the store by the watchdog (route_stats.py)
-        interval = getattr(config, "route_stats_interval_seconds", FLUSH_INTERVAL_SECONDS)
-        self.route_stats = RouteStats(self.store, interval, on_error=self._background_error)
+        self.route_stats = RouteStats(self.store, config.route_stats_interval_seconds, on_error=self._background_error)
         self._route_rows = self.route_stats.rows
         self._new_route_row = self.route_stats.new_row
-        self.slow = SlowSpansWithFlush(self._tracked, config, self.store, self._sampler, policy.on_report,
+        self.slow = SlowSpans(self._tracked, config, self.store, self._sampler, policy.on_report,
                                        self._worker.submit, self._background_error, self._capture, self._redact)
         self._watchdog = self.slow.watchdog
         self.route_stats.attach(self._watchdog.schedule)

@@ -18,7 +18,7 @@ template (``[unrouted]`` for a request that matched no route), the dedup fingerp
 beyond :data:`MAX_NAMES` (e.g. OTel's Flask instrumentor names an unrouted request after its
 raw path) share one row per route, found through that mapping on every such request.
 
-Every :data:`FLUSH_INTERVAL_SECONDS` the watchdog thread (see :class:`SlowSpansWithFlush`)
+Every :data:`FLUSH_INTERVAL_SECONDS` the watchdog thread (see :class:`_FlushItem`)
 calls :meth:`RouteStats.flush`: it copies each row, subtracts what the previous flush sent,
 adds up the names of one route and hands the differences to the store
 (:meth:`~otel_perfmon.dedup.base.DedupStore.add_route_stats`) in one transaction. A failed
@@ -39,7 +39,6 @@ from otel_perfmon._fork import reset_after_fork
 from otel_perfmon.dedup import DedupStore, RouteStatsDelta, fingerprint
 from otel_perfmon.dedup.base import OVERFLOW_BUCKET, ROUTE_BUCKET_BOUNDS_MS, bucket_key
 from otel_perfmon.report.capture import fingerprint_route, service_name
-from otel_perfmon.slow import SlowSpans
 
 _logger = logging.getLogger(__name__)
 
@@ -233,17 +232,8 @@ class RouteStats:
 
 
 class _FlushItem:
-    """The watchdog's periodic item: ``ended`` is what the watchdog checks before firing."""
-
-    __slots__ = ("stats",)
-    ended = False
-
-    def __init__(self, stats: RouteStats) -> None:
-        self.stats = stats
-
-
-class SlowSpansWithFlush(SlowSpans):
-    """:class:`~otel_perfmon.slow.SlowSpans` whose watchdog also fires the route-stats flush.
+    """The watchdog's periodic item: ``ended`` is what the watchdog checks before firing, and
+    ``fire()`` what it calls (:meth:`otel_perfmon.slow.SlowSpans.on_deadline`).
 
     Why the watchdog: it is otel-perfmon's thread that already waits on deadlines and already
     talks to this store (the claims), so a flush every few seconds costs one heap item and one
@@ -252,8 +242,11 @@ class SlowSpansWithFlush(SlowSpans):
     SQLite transaction or one Redis round trip), as a claim does.
     """
 
-    def on_deadline(self, item: Any) -> None:
-        if isinstance(item, _FlushItem):
-            item.stats.fire(item)
-            return
-        super().on_deadline(item)
+    __slots__ = ("stats",)
+    ended = False
+
+    def __init__(self, stats: RouteStats) -> None:
+        self.stats = stats
+
+    def fire(self) -> None:
+        self.stats.fire(self)

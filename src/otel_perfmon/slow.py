@@ -118,6 +118,10 @@ class SlowSpans:
         if isinstance(item, _InFlight):
             self._report_in_flight(item.open_span)
             return
+        fire = getattr(item, "fire", None)
+        if fire is not None:  # another one-off background item (the route-stats flush)
+            fire()
+            return
         open_span: OpenSpan = item
         span = open_span.span
         if open_span.ended:
