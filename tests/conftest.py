@@ -123,3 +123,42 @@ def workdir(tmp_path):
     """A fresh directory with ``reports/`` and ``spans/`` paths (not created)."""
     return {"root": str(tmp_path), "reports": str(tmp_path / "reports"), "spans": str(tmp_path / "spans"),
             "log": str(tmp_path / "server.log")}
+
+
+@contextmanager
+def redis_server(workdir: str) -> Iterator[str]:
+    """A real redis-server on a free loopback port (no persistence), yielding its redis:// URL;
+    stopped on exit. Skips the test when redis-server or the redis package is missing."""
+    import shutil
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server binary not found (make test installs it with apt-get install redis-server)")
+    redis = pytest.importorskip("redis", reason="the redis Python package (extra otel-perfmon[redis]) is not installed")
+    port = free_port()
+    log_path = os.path.join(workdir, "redis.log")
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                    "--appendonly", "no", "--dir", str(workdir)], stdout=log, stderr=subprocess.STDOUT)
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            with open(log_path, encoding="utf-8", errors="replace") as handle:
+                raise AssertionError(f"redis-server exited: {handle.read()}")
+        try:
+            return bool(client.ping())
+        except redis.exceptions.ConnectionError:
+            return False
+
+    try:
+        wait_until(ready, 15, 0.05, "redis-server to answer PING")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        client.close()
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)

@@ -13,9 +13,7 @@ from __future__ import annotations
 import glob
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -24,6 +22,7 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 
+from conftest import redis_server
 from otel_perfmon.dedup import fingerprint
 from otel_perfmon.testing import wait_until
 
@@ -39,46 +38,11 @@ TOKEN = "tok-5f0c1e9a-secret"
 TASK_THRESHOLD = 0.3
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 @pytest.fixture(scope="module")
 def broker_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server binary not found (make test installs it with apt-get install redis-server)")
-    import redis
-
-    workdir = tmp_path_factory.mktemp("celery-redis")
-    port = _free_port()
-    log = open(workdir / "redis.log", "wb")
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(workdir)], stdout=log, stderr=subprocess.STDOUT)
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"redis-server exited: {(workdir / 'redis.log').read_text(errors='replace')}")
-        try:
-            return bool(client.ping())
-        except redis.exceptions.ConnectionError:
-            return False
-
-    try:
-        wait_until(ready, 15, 0.05, "redis-server to answer PING")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        client.close()
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        log.close()
+    with redis_server(str(tmp_path_factory.mktemp("celery-redis"))) as url:
+        yield url
 
 
 class Worker:

@@ -9,68 +9,28 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import shutil
-import socket
-import subprocess
 import threading
 import time
 from types import SimpleNamespace
 
 import pytest
 
+from conftest import redis_server
 from otel_perfmon.dedup import Claim, fingerprint, open_store
 from otel_perfmon.dedup.memory import MemoryDedupStore
 from otel_perfmon.dedup.sqlite import FILE_NAME, SqliteDedupStore
-from otel_perfmon.testing import wait_until
 
 FP = "0123456789abcdef"
 WINDOW = 100.0
 PROCESSES = 8
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 # ---------------------------------------------------------------------------------- redis server
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory):
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server binary not found (make test installs it with apt-get install redis-server)")
-    pytest.importorskip("redis", reason="the redis Python package (extra otel-perfmon[redis]) is not installed")
-    import redis
-
-    workdir = tmp_path_factory.mktemp("redis")
-    port = _free_port()
-    log = open(workdir / "redis.log", "wb")
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(workdir)],
-                               stdout=log, stderr=subprocess.STDOUT)
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
-
-    def ready():
-        if process.poll() is not None:
-            raise AssertionError(f"redis-server exited: {(workdir / 'redis.log').read_text(errors='replace')}")
-        try:
-            return client.ping()
-        except redis.exceptions.ConnectionError:
-            return False
-
-    try:
-        wait_until(ready, 15, 0.05, "redis-server to answer PING")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        client.close()
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        log.close()
+    with redis_server(str(tmp_path_factory.mktemp("redis"))) as url:
+        yield url
 
 
 def _flush(url: str) -> None:
