@@ -52,7 +52,8 @@ def test_worker_watchdog_and_sampler_restart_after_fork(tmp_path):
     routes = sorted(json.load(open(os.path.join(tmp_path, n)))["http"]["route"]
                     for n in os.listdir(tmp_path) if n.endswith(".json") and ".speedscope." not in n)
     assert routes == ["/child", "/parent"]
-    reports = [json.load(open(os.path.join(tmp_path, n))) for n in os.listdir(tmp_path) if n.endswith(".json") and ".speedscope." not in n]
+    reports = [json.load(open(os.path.join(tmp_path, n))) for n in os.listdir(tmp_path)
+               if n.endswith(".json") and ".speedscope." not in n]
     child = [r for r in reports if r["http"]["route"] == "/child"][0]
     assert child["profile"]["mode"] == "sampled" and "slow_span" in child["profile"]["call_tree_text"]
     perfmon.shutdown(timeout_seconds=2)
