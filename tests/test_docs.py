@@ -127,3 +127,12 @@ def test_readme_keeps_the_entry_points_of_the_manual():
     for page in ("configuration.md", "exporters.md", "viewer.md", "zero-code.md", "report-schema.md",
                  "contract.md", "performance.md"):
         assert f"(docs/{page})" in readme, page
+
+
+def test_every_stats_key_is_documented_in_the_contract():
+    from otel_perfmon.stats import STAT_KEYS
+
+    with open(os.path.join(ROOT, "docs", "contract.md"), encoding="utf-8") as handle:
+        contract = handle.read()
+    missing = [key for key in STAT_KEYS + ("profiled_fraction",) if f"`{key}`" not in contract]
+    assert not missing, f"docs/contract.md's stats() table lacks {missing}"
