@@ -7,6 +7,8 @@ environment variables; one line per exporter, exit 0 when all succeeded (1 failu
 (:mod:`otel_perfmon.cli.test_notifiers`).
 ``otel-perfmon serve [--report-dir DIR] [--host H] [--port P] [--auth-token T]``: the report viewer
 (:mod:`otel_perfmon.cli.serve`, :mod:`otel_perfmon.viewer`).
+``otel-perfmon prune [--report-dir DIR|URL] [--dry-run]``: apply retention now
+(:mod:`otel_perfmon.cli.prune`).
 
 Each subcommand module has an ``add_*_command(subparsers)`` function; none imports this package.
 """
@@ -18,6 +20,7 @@ import sys
 from typing import Optional, Sequence
 
 from otel_perfmon.cli.list import add_list_command
+from otel_perfmon.cli.prune import add_prune_command
 from otel_perfmon.cli.serve import add_serve_command
 from otel_perfmon.cli.test_notifiers import add_test_notifiers_command
 
@@ -35,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_list_command(commands, config)
     add_test_notifiers_command(commands)
     add_serve_command(commands, config)
+    add_prune_command(commands, config)
     return parser
 
 

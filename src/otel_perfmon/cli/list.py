@@ -4,6 +4,8 @@ Rows come from the viewer's :class:`~otel_perfmon.viewer.index.ReportIndex` (no 
 needed), occurrence counts from the dedup store when it can be read, as in the viewer.
 A report directory that does not exist (or is not a directory) is an error: exit 2 with
 the path on stderr. An existing directory without reports prints ``no reports in DIR``.
+``--report-dir`` may be a remote store's URL (``s3://bucket/prefix``): it is listed through
+the viewer's local mirror (an unreachable store: exit 2).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def add_list_command(commands: Any, config: Optional[Any] = None) -> None:
     listing = commands.add_parser("list", help="list reports, newest first",
                                   description="List the reports of a directory, newest first.")
     listing.add_argument("--report-dir", default=config.report_dir,
-                         help="report directory (default: $OTEL_PERFMON_REPORT_DIR or ./perfmon-reports)")
+                         help="report directory or URL (s3://bucket/prefix); default $OTEL_PERFMON_REPORT_DIR "
+                              "or ./perfmon-reports")
     listing.add_argument("--limit", type=arg_type(parse_positive_int, "limit"), default=DEFAULT_LIMIT,
                          help=f"at most this many rows (default {DEFAULT_LIMIT})")
     listing.add_argument("--dedup-store", default=config.dedup_store,
@@ -53,21 +56,34 @@ def _coverage(value: Optional[float]) -> str:
 def run_list(args: argparse.Namespace, stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None) -> int:
     """Print the newest ``args.limit`` reports of ``args.report_dir``; returns the exit code
     (0, or 2 when the directory is missing or cannot be read)."""
-    from otel_perfmon.viewer.index import ReportIndex, dedup_reader
+    from otel_perfmon.storage import check_report_dir, display, is_remote, local_path, local_state_dir
+    from otel_perfmon.viewer.index import ReportIndex, dedup_reader, remote_index_dir
 
     stdout = sys.stdout if stdout is None else stdout
     stderr = sys.stderr if stderr is None else stderr
-    report_dir = os.path.abspath(args.report_dir)
-    if not os.path.isdir(report_dir):
-        reason = "is not a directory" if os.path.exists(report_dir) else "does not exist"
-        print(f"otel-perfmon list: report directory {report_dir} {reason}", file=stderr)
-        return 2
+    source = str(args.report_dir)
+    if is_remote(source):
+        report_dir = display(source)
+        try:
+            check_report_dir(source)
+            directory, sync = remote_index_dir(source)
+            if sync is not None:
+                sync()
+        except (ValueError, OSError) as exc:
+            print(f"otel-perfmon list: cannot read report store {report_dir} ({exc})", file=stderr)
+            return 2
+    else:
+        report_dir = directory = local_path(source)
+        if not os.path.isdir(report_dir):
+            reason = "is not a directory" if os.path.exists(report_dir) else "does not exist"
+            print(f"otel-perfmon list: report directory {report_dir} {reason}", file=stderr)
+            return 2
     try:
-        counts = dedup_reader(getattr(args, "dedup_store", None), report_dir)
+        counts = dedup_reader(getattr(args, "dedup_store", None), local_state_dir(source))
     except Exception as exc:  # e.g. the redis extra is missing: list without counts
         print(f"otel-perfmon list: no occurrence counts ({exc})", file=stderr)
         counts = None
-    index = ReportIndex(report_dir, counts, refresh_interval_seconds=0)
+    index = ReportIndex(directory, counts, refresh_interval_seconds=0)
     try:
         page = index.query(per_page=args.limit)
     except OSError as exc:

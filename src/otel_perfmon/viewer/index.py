@@ -10,6 +10,11 @@ Otherwise, and at least every ``FULL_SCAN_INTERVAL_SECONDS``, it scans the direc
 changed. Queries are an in-memory filter + sort + slice (numbers: ``make bench-viewer``).
 Occurrence counts come from the dedup store and are re-read on every refresh.
 
+A remote ``report_dir`` (``s3://…``) is indexed through a local mirror
+(:class:`otel_perfmon.storage.mirror.ReportMirror`, see :func:`remote_index_dir`): each refresh
+first syncs it (one listing; only reports whose ETag or modification time changed are
+downloaded), then scans the mirror as above.
+
 All methods are thread-safe (Starlette runs sync endpoints in a thread pool).
 """
 
@@ -148,6 +153,21 @@ def route_stats_reader(spec: Optional[str], report_dir: str) -> Optional[Callabl
 
         return read
     return open_store(spec, report_dir).route_stats
+
+
+def remote_index_dir(report_dir: str) -> Tuple[str, Optional[Callable[[], int]]]:
+    """``(directory to index, sync)``: for a local ``report_dir`` (a path or ``file://``) the
+    directory and None; for a remote one (``s3://bucket/prefix``) its local mirror under
+    :func:`otel_perfmon.storage.local_state_dir` and the mirror's ``sync`` (see
+    :meth:`ReportIndex.attach_source`). No I/O."""
+    from otel_perfmon.storage import is_remote, local_path, local_state_dir, open_report_store
+
+    if not is_remote(report_dir):
+        return local_path(report_dir), None
+    from otel_perfmon.storage.mirror import ReportMirror
+
+    mirror = ReportMirror(open_report_store(report_dir), os.path.join(local_state_dir(report_dir), "viewer"))
+    return mirror.directory, mirror.sync
 
 
 @dataclass(frozen=True)
@@ -359,6 +379,20 @@ class ReportIndex:
         self._dir_mtime_ns: Optional[int] = None
         self._warned: Set[str] = set()
         self.last_scan_seconds = 0.0
+        #: the mirror's sync of a remote report_dir (run before each scan), or None
+        self._sync: Optional[Callable[[], Any]] = None
+        self._last_forced = float("-inf")
+
+    def attach_source(self, sync: Optional[Callable[[], Any]],
+                      dedup_entries: Optional[Callable[[], Iterable[DedupEntry]]] = None,
+                      route_stats: Optional[Callable[[], Iterable[RouteStatsEntry]]] = None) -> None:
+        """Index a remote store through its mirror: ``sync()`` runs before each scan (it may
+        raise: warned once, the previous listing stays); also sets the dedup and route-stats
+        readers (a remote report_dir keeps them elsewhere than the mirror)."""
+        self._sync = sync
+        self._dedup_entries = dedup_entries
+        self._route_stats = route_stats
+        self._last_refresh = float("-inf")
 
     # --- refresh -----------------------------------------------------------------------
     def refresh(self, force: bool = False) -> None:
@@ -375,6 +409,11 @@ class ReportIndex:
 
     def _rescan(self) -> None:
         old = self._snapshot
+        if self._sync is not None:
+            try:
+                self._sync()
+            except Exception as exc:  # an unreachable bucket must not break the viewer
+                self._warn_once("<report store>", "cannot list the report store (%s)", exc)
         try:
             dir_mtime_ns: Optional[int] = os.stat(self.report_dir).st_mtime_ns
         except FileNotFoundError:
@@ -478,8 +517,10 @@ class ReportIndex:
         """The summary of ``report_id``, rescanning once if it is unknown (a new report)."""
         self.refresh()
         summary = self._snapshot.by_id.get(report_id)
-        if summary is None and is_valid_report_id(report_id) and os.path.isfile(
-                os.path.join(self.report_dir, report_id + ".json")):
+        if summary is None and is_valid_report_id(report_id) and (os.path.isfile(
+                os.path.join(self.report_dir, report_id + ".json")) or (
+                self._sync is not None and time.monotonic() - self._last_forced >= 1.0)):
+            self._last_forced = time.monotonic()  # a remote store: at most one listing a second for unknown ids
             self.refresh(force=True)
             summary = self._snapshot.by_id.get(report_id)
         return summary
