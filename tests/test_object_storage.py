@@ -178,6 +178,17 @@ def test_two_app_servers_one_bucket_one_report_per_fingerprint_and_the_viewer_re
         assert all(r["report_id"] in listing.stdout for r in reports)
         assert_no_secret(listing.stdout, listing.stderr)
 
+        # otel-perfmon serve --report-dir s3://... (a subprocess, as deployed)
+        vport = free_port()
+        serve = [os.path.join(BIN, "otel-perfmon"), "serve", "--report-dir", url, "--port", str(vport),
+                 "--dedup-store", redis_url, "--log-level", "warning"]
+        with run_server(serve, s3["env"], vport, str(tmp_path / "viewer.log"), health_path="/healthz") as viewer:
+            status, body = http_get(viewer.url("/api/reports?per_page=100"))
+            assert status == 200 and json.loads(body)["total"] == len(reports)
+            status, body = http_get(viewer.url(f"/reports/{io['report_id']}"))
+            assert status == 200 and b"/io" in body
+            assert_no_secret(viewer.log())
+
         # a report that appears later is picked up by the next refresh (listing + ETag)
         from otel_perfmon.report.render import write_report_files
         from otel_perfmon.storage import open_report_store
