@@ -58,7 +58,7 @@ def run(request, tmp_path):
     def get(query: str) -> dict:
         assert client.get(f"/work?{query}").status_code == 200
         assert perfmon.force_flush(10)
-        (name,) = [n for n in os.listdir(reports) if n.endswith(".json")]
+        (name,) = [n for n in os.listdir(reports) if n.endswith(".json") and ".speedscope." not in n]
         with open(os.path.join(reports, name), encoding="utf-8") as handle:
             return json.load(handle)
 

@@ -71,7 +71,7 @@ def _provider():
 
 
 def _only_report(path):
-    (name,) = [n for n in os.listdir(path) if n.endswith(".json")]
+    (name,) = [n for n in os.listdir(path) if n.endswith(".json") and ".speedscope." not in n]
     with open(os.path.join(path, name), encoding="utf-8") as handle:
         return json.load(handle), name
 
