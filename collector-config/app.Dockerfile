@@ -5,7 +5,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install ".[flask,viewer]" gunicorn opentelemetry-distro opentelemetry-exporter-otlp-proto-http
+RUN pip install ".[flask,viewer,s3,redis]" gunicorn opentelemetry-distro opentelemetry-exporter-otlp-proto-http
 COPY examples/zero_code_app.py examples/workloads.py /app/
 WORKDIR /app
 EXPOSE 8000 8484
