@@ -1,4 +1,4 @@
-# make test: venv + install + Debian packages the tests need + pytest.  make demo: see README.
+# make test: venv + install + Debian packages the tests need + lint (ruff, mypy) + pytest.  make demo: see README.
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
@@ -46,7 +46,7 @@ system-deps:
 	  else echo "warning: apt-get unavailable; missing:$$missing (their tests will be skipped)"; fi; \
 	fi
 
-test: install system-deps
+test: install system-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # ruff (pyflakes, pycodestyle, isort, bugbear, pyupgrade) and mypy (strict on the core): pyproject.toml [tool.*].
