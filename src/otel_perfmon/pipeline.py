@@ -17,17 +17,20 @@ For each :class:`~otel_perfmon.report.model.CapturedSpan`: claim its fingerprint
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from otel_perfmon import metrics
 from otel_perfmon.dedup import DedupStore, KeptVersion
 from otel_perfmon.report.build import build_report, profile_quality
-from otel_perfmon.report.capture import UNROUTED, fingerprint_route, span_fingerprint, truncate
+from otel_perfmon.report.capture import UNROUTED, fingerprint_route, span_fingerprint
 from otel_perfmon.report.model import MAX_EARLIER_VERSIONS, CapturedSpan, Report
 from otel_perfmon.report.render import update_report_json, write_report_files
+from otel_perfmon.report.text import truncate
 from otel_perfmon.stats import Stats, log_once
 from otel_perfmon.storage import ReportStore, display, open_report_store, retention
+from otel_perfmon.storage.spool import RETRY_INTERVAL_SECONDS
 
 _logger = logging.getLogger(__name__)
 
@@ -240,3 +243,42 @@ class ReportPipeline:
         if follow_up:
             self._dispatch(report)
         return True
+
+
+class SpoolRetry:
+    """The retry of a remote store's spool: requested (any background thread) when a report was
+    spooled, due on the watchdog ``RETRY_INTERVAL_SECONDS`` later (:meth:`fire`), run on the
+    worker (:meth:`run`): one pending per process. ``schedule(deadline, item)`` is the
+    watchdog's, ``submit(item) -> bool`` the worker queue's; both are attached after
+    construction (:meth:`attach`), as the store that asks for retries is built first."""
+
+    ended = False  # what the watchdog checks before firing
+
+    def __init__(self, pipeline_retry: Callable[[], int], pending: Callable[[], bool]) -> None:
+        self._retry, self._pending = pipeline_retry, pending
+        self._schedule: Optional[Callable[[float, Any], None]] = None
+        self._submit: Optional[Callable[[Any], bool]] = None
+        self._pid = 0  # the process whose watchdog holds the pending item
+
+    def attach(self, schedule: Callable[[float, Any], None], submit: Callable[[Any], bool]) -> None:
+        self._schedule, self._submit = schedule, submit
+        if self._pending():  # reports spooled by an earlier run
+            self.request()
+
+    def request(self) -> None:
+        """Ask for a retry (a no-op while one is pending in this process)."""
+        if self._schedule is not None and self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._schedule(time.time() + RETRY_INTERVAL_SECONDS, self)
+
+    def fire(self) -> None:
+        """Watchdog thread: hand the upload to the worker."""
+        self._pid = 0
+        if self._submit is not None and not self._submit(self):
+            self._pid = 0  # the queue was full: the next spooled report asks again
+
+    def run(self) -> None:
+        """Worker thread: upload the spool; ask again while reports remain."""
+        self._retry()
+        if self._pending():
+            self.request()

@@ -21,9 +21,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
-import os
 import threading
-import time
 from typing import Any, Dict, List, Optional
 
 from opentelemetry.context import Context
@@ -31,24 +29,17 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
 from otel_perfmon import metrics
+from otel_perfmon.background import Background
 from otel_perfmon.config import PerfmonConfig, compile_url_patterns
-from otel_perfmon.dedup import DedupStore, open_store
-from otel_perfmon.dispatch import BackgroundQueue, Dispatcher
-from otel_perfmon.pipeline import ReportPipeline
+from otel_perfmon.dedup import DedupStore
 from otel_perfmon.policy import build_policy, estimated_profiling_cost
 from otel_perfmon.profiling import SpanProfile, threads
-from otel_perfmon.profiling.sampler import StackSampler
-from otel_perfmon.report.capture import UrlFilter, capture_span, find_request_headers, span_fingerprint
-from otel_perfmon.report.request import find_request_parameters
+from otel_perfmon.report.capture import UrlFilter, capture_slow_span, span_fingerprint
 from otel_perfmon.report.runtime import install_gc_hook
-from otel_perfmon.route_stats import BOUNDS_SECONDS, SLOW_OFFSET, RouteStats
-from otel_perfmon.slow import SlowSpans
+from otel_perfmon.route_stats import BOUNDS_SECONDS, SLOW_OFFSET
 from otel_perfmon.stats import Stats, log_once
-from otel_perfmon.storage import is_remote, local_path, local_state_dir, open_app_store
-from otel_perfmon.storage.spool import RETRY_INTERVAL_SECONDS
 from otel_perfmon.tracking import (
     FORCED_THRESHOLD,
-    MAX_CHILD_SPANS,
     OpenSpan,
     force_threshold,
     forced_in_use,
@@ -65,15 +56,6 @@ _get_running_loop = asyncio._get_running_loop
 _current_task = asyncio.current_task
 _get_ident = threading.get_ident
 _bucket = bisect.bisect_left
-
-
-class _SpoolRetry:
-    """The watchdog item (and worker queue item) of a spool upload retry."""
-
-    ended = False
-
-
-_SPOOL_RETRY = _SpoolRetry()
 
 
 class PerfmonSpanProcessor(SpanProcessor):
@@ -104,39 +86,19 @@ class PerfmonSpanProcessor(SpanProcessor):
         self._url_filter = UrlFilter(compile_url_patterns("include_urls", config.include_urls),
                                      compile_url_patterns("exclude_urls", config.exclude_urls))
         self._capture = frozenset(h.lower() for h in config.capture_headers)
-        self._body_level = config.capture_request_body
         self._redact = frozenset(h.lower() for h in config.redact_headers)
-        # a URL (s3://...) or a local directory; the dedup SQLite file and the spool of a remote
-        # store stay on this host (storage.local_state_dir)
-        self.report_dir = config.report_dir if is_remote(config.report_dir) else local_path(config.report_dir)
-        self.store = store if store is not None else open_store(config.dedup_store,
-                                                                local_state_dir(self.report_dir))
-        self.report_store = open_app_store(self.report_dir, self.stats.incr, self._schedule_spool_retry)
-        self._spool_retry_pid = 0  # the process whose watchdog holds a pending retry item
         self._tracked: Dict[int, OpenSpan] = {}
         self._roots: Dict[int, OpenSpan] = {}  # trace id -> its outermost open tracked span
-        self.dispatcher = Dispatcher(exporters or [], config.export_timeout_seconds, config.queue_size, self.stats)
-        self._sampler = StackSampler(self._tracked, config.sampler_early_interval_seconds,
-                                     config.sampler_interval_seconds, config.sampler_budget, self.stats)
-        self._worker = BackgroundQueue("otel-perfmon-worker", self._process, config.queue_size,
-                                       on_drop=self._dropped, on_error=self._background_error)
-        # every tracked span's duration per route, flushed to the store by the watchdog (route_stats.py)
-        self.route_stats = RouteStats(self.store, config.route_stats_interval_seconds, on_error=self._background_error)
-        self._route_rows = self.route_stats.rows
-        self._new_route_row = self.route_stats.new_row
-        self.slow = SlowSpans(self._tracked, config, self.store, self._sampler, policy.on_report,
-                                       self._worker.submit, self._background_error, self._capture, self._redact)
-        self._watchdog = self.slow.watchdog
-        self.route_stats.attach(self._watchdog.schedule)
-        self.pipeline = ReportPipeline(config, self.store, self.slow.claim, policy.on_report,
-                                       self.dispatcher.dispatch, self.stats, self.report_dir, self.report_store)
-        if self.report_store.is_remote:
-            # the watchdog's spool-retry item hands the worker a retry (storage/spool.py)
-            on_deadline = self._watchdog._on_deadline
-            self._watchdog._on_deadline = lambda item: (self._spool_retry_due() if item is _SPOOL_RETRY
-                                                        else on_deadline(item))
-            if getattr(self.report_store, "pending", False):  # reports spooled by an earlier run
-                self._schedule_spool_retry()
+        self.background = bg = Background(config, self.stats, policy, self._tracked, exporters or [], store,
+                                          self._capture, self._redact)
+        self._submit = bg.submit
+        self._watchdog = bg.watchdog
+        self._route_rows = bg.route_stats.rows
+        self._new_route_row = bg.route_stats.new_row
+        # the parts other modules and tests reach through the processor
+        self.report_dir, self.store, self.report_store = bg.report_dir, bg.store, bg.report_store
+        self.dispatcher, self.slow, self.pipeline = bg.dispatcher, bg.slow, bg.pipeline
+        self.route_stats = bg.route_stats
         self._shutdown = False
         threads.add_span_tracker(self)
         install_gc_hook()  # GC pauses for the reports' runtime block (report/runtime.py)
@@ -177,9 +139,8 @@ class PerfmonSpanProcessor(SpanProcessor):
                         open_span.profile = self._start_profile(span)
                 except Exception:
                     self._hook_error("should_profile")
-            if not (self._watchdog.running and self._sampler.running):
-                self._watchdog.ensure_started()
-                self._sampler.ensure_started()
+            if not self.background.running:
+                self.background.ensure_started()
             elif threshold < self._threshold:  # the watchdog may sleep past this deadline
                 self._watchdog.wake()
         except Exception:
@@ -207,13 +168,7 @@ class PerfmonSpanProcessor(SpanProcessor):
                 # a span of a tracked trace is kept for its report; of any other, one lookup
                 root = self._roots.get(context.trace_id)
                 if root is not None:
-                    children = root.children
-                    if children is None:
-                        root.children = children = []
-                    if len(children) < MAX_CHILD_SPANS:
-                        children.append(span)
-                    else:
-                        root.children_dropped += 1
+                    root.add_child(span)
                 return
             if self._roots.get(context.trace_id) is open_span:
                 del self._roots[context.trace_id]
@@ -239,40 +194,11 @@ class PerfmonSpanProcessor(SpanProcessor):
             if not slow:
                 return
             self.stats.incr("slow_spans")
-            samples = open_span.samples
-            if profile is not None:
-                mode, interval = "full", self.config.profile_interval_seconds
-            else:
-                mode = "none" if samples is None else "after_threshold" if samples.from_threshold else "sampled"
-                interval = self.config.sampler_early_interval_seconds or self.config.sampler_interval_seconds
-            captured = capture_span(open_span, span, span.end_time or 0, mode, profile, samples, interval,
-                                    find_request_headers(), self._capture, self._redact)
-            captured.request = open_span.request if open_span.task is not None else \
-                find_request_parameters(self._body_level)
-            self._worker.submit(captured)
+            self._submit(capture_slow_span(open_span, span, profile, self.config, self._capture, self._redact))
         except Exception:
             self._hook_error("on_end")
 
     # ------------------------------------------------------------------ plumbing
-    def _process(self, captured: Any) -> None:
-        if captured is _SPOOL_RETRY:
-            self.pipeline.retry_spool()
-            if getattr(self.report_store, "pending", False):
-                self._schedule_spool_retry()
-            return
-        self.pipeline.process(captured)
-
-    def _schedule_spool_retry(self) -> None:
-        # worker thread (or set-up): one retry item at a time per process, on the watchdog
-        if self._spool_retry_pid != os.getpid():
-            self._spool_retry_pid = os.getpid()
-            self._watchdog.schedule(time.time() + RETRY_INTERVAL_SECONDS, _SPOOL_RETRY)
-
-    def _spool_retry_due(self) -> None:
-        # watchdog thread: the upload itself runs on the worker
-        self._spool_retry_pid = 0
-        self._worker.submit(_SPOOL_RETRY)
-
     def target_for_context(self) -> Optional[OpenSpan]:
         """The open span the calling context runs under (``run_sync`` wrapper, event loop)."""
         return target_for_context(self._tracked)
@@ -281,25 +207,13 @@ class PerfmonSpanProcessor(SpanProcessor):
         """``stats()``: see :meth:`otel_perfmon.stats.Stats.report`."""
         return self.stats.report()
 
-    def _dropped(self, captured: Any) -> None:
-        if captured is _SPOOL_RETRY:
-            self._spool_retry_pid = 0  # the next spooled report schedules another
-            return
-        self.stats.dropped()
-
-    def _background_error(self, exc: BaseException) -> None:
-        self.stats.error(f"background:{type(exc).__name__}", "background error: %r", exc)
-
     def _hook_error(self, hook: str) -> None:
         self.stats.error(f"hook:{hook}", "error in %s (the request is unaffected)", hook)
 
     # ------------------------------------------------------------------ lifecycle
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Wait until queued reports are written and exported; ``timeout_millis`` in ms."""
-        deadline = time.monotonic() + timeout_millis / 1000.0
-        ok = self._worker.flush(timeout_millis / 1000.0)
-        ok = self.route_stats.flush_quietly() and ok  # the partial interval's route numbers
-        return self.dispatcher.flush(max(0.0, deadline - time.monotonic())) and ok
+        return self.background.force_flush(timeout_millis / 1000.0)
 
     def shutdown(self, timeout_seconds: float = 5.0) -> None:
         """Stop the threads, export what is queued within ``timeout_seconds``, close the store.
@@ -311,13 +225,4 @@ class PerfmonSpanProcessor(SpanProcessor):
         self._shutdown = True
         self._active = False
         threads.remove_span_tracker(self)
-        deadline = time.monotonic() + timeout_seconds
-        self._watchdog.close(0.5)
-        self._sampler.close()
-        self._worker.close(max(0.0, deadline - time.monotonic()))
-        self.dispatcher.close(max(0.0, deadline - time.monotonic()))
-        self.route_stats.flush_quietly()  # the last partial interval (the watchdog is closed)
-        try:
-            self.store.close()
-        except Exception:
-            self._hook_error("shutdown")
+        self.background.shutdown(timeout_seconds)

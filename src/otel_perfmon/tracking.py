@@ -81,6 +81,16 @@ class OpenSpan:
         self.children_dropped = 0
         self.request: Optional[Dict[str, Any]] = None  # request parameters found at the deadline
 
+    def add_child(self, span: Any) -> None:
+        """Keep ``span``, a span of this trace that ended (request thread; one append)."""
+        children = self.children
+        if children is None:
+            self.children = children = []
+        if len(children) < MAX_CHILD_SPANS:
+            children.append(span)
+        else:
+            self.children_dropped += 1
+
     @property
     def span_id(self) -> int:
         return int(self.span.context.span_id)

@@ -19,9 +19,11 @@ from opentelemetry.trace import SpanKind
 from otel_perfmon.dedup import fingerprint
 from otel_perfmon.redaction import REDACTED, is_sensitive, is_sensitive_query_name
 from otel_perfmon.report.model import CapturedSpan
+from otel_perfmon.report.request import find_request_parameters
 from otel_perfmon.report.task import task_facts
+from otel_perfmon.report.text import MAX_HEADER_VALUE_CHARS as MAX_HEADER_VALUE_CHARS  # re-exported
+from otel_perfmon.report.text import truncate as truncate  # re-exported
 
-MAX_HEADER_VALUE_CHARS = 1000
 _MAX_FRAME_DEPTH = 48
 
 
@@ -85,12 +87,6 @@ def _status_code(status: Any) -> Optional[int]:
     if isinstance(status, str) and status.isascii() and status.isdigit() and len(status) <= 9:
         return int(status)
     return None
-
-
-def truncate(value: str, limit: int = MAX_HEADER_VALUE_CHARS) -> str:
-    if len(value) <= limit:
-        return value
-    return value[:limit] + f"…[truncated {len(value) - limit} chars]"
 
 
 def redact_query(query: str) -> str:
@@ -262,4 +258,23 @@ def capture_span(open_span: Any, span: Any, end_ns: int, mode: str, profile: Any
         profile=profile, samples=samples, mode=mode)
     if getattr(span, "kind", None) is SpanKind.CONSUMER:  # a task (Celery's run/<task>): report/task.py
         captured.task = task_facts(attributes, span.name, getattr(open_span, "thread_id", None), truncate)
+    return captured
+
+
+def capture_slow_span(open_span: Any, span: Any, profile: Any, config: Any, capture: Iterable[str],
+                      redact: Iterable[str]) -> CapturedSpan:
+    """The captured form of a slow span at its end (request thread, ``PerfmonSpanProcessor.on_end``):
+    its profile (``full``), else its stack samples (``sampled`` or ``after_threshold``; ``none``
+    without samples), the request's headers from its frames, and the request parameters the app
+    parsed (found now for a WSGI request; at the deadline, on the watchdog, for an asyncio one)."""
+    samples = open_span.samples
+    if profile is not None:
+        mode, interval = "full", config.profile_interval_seconds
+    else:
+        mode = "none" if samples is None else "after_threshold" if samples.from_threshold else "sampled"
+        interval = config.sampler_early_interval_seconds or config.sampler_interval_seconds
+    captured = capture_span(open_span, span, span.end_time or 0, mode, profile, samples, interval,
+                            find_request_headers(start_depth=2), capture, redact)
+    captured.request = open_span.request if open_span.task is not None else \
+        find_request_parameters(config.capture_request_body, start_depth=2)
     return captured

@@ -28,7 +28,7 @@ import sys
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional
 
 from otel_perfmon.redaction import REDACTED, is_sensitive_parameter, looks_like_card_number
-from otel_perfmon.report.capture import truncate
+from otel_perfmon.report.text import truncate
 
 #: ``capture_request_body`` levels: the most bytes of JSON the ``request`` object may take.
 LEVELS: Dict[str, int] = {"never": 0, "small": 1_000, "medium": 10_000, "always": 100_000}

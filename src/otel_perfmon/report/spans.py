@@ -23,7 +23,8 @@ import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
-from otel_perfmon.report.capture import first_attribute, redact_query, truncate
+from otel_perfmon.report.capture import first_attribute, redact_query
+from otel_perfmon.report.text import truncate
 
 #: A statement or URL template repeated this many times in one request is flagged.
 N_PLUS_ONE_MIN_COUNT = 10
