@@ -104,12 +104,16 @@ def db_work(engine: Any, queries: int = DB_QUERIES) -> int:
 
 
 def _instrument_engine(engine: Any, provider: Any) -> None:
-    # OTel's SQLAlchemyInstrumentor is a singleton whose instrument() runs once per process;
-    # the bench needs one engine per variant, each on its own provider, so it calls the
-    # instrumentor's per-engine step directly (bench code only).
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+    # OTel's SQLAlchemyInstrumentor is a process-wide singleton whose instrument() also patches
+    # Engine.connect globally (each call nests another wrapper, on every variant's engine): the
+    # bench needs one engine per variant, each traced on its own provider and nothing else, so
+    # it attaches the instrumentor's per-engine tracer directly (bench code only).
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+    from opentelemetry.metrics import NoOpMeterProvider
 
-    SQLAlchemyInstrumentor()._instrument(engine=engine, tracer_provider=provider)
+    tracer = provider.get_tracer("opentelemetry.instrumentation.sqlalchemy")
+    connections = NoOpMeterProvider().get_meter("bench").create_up_down_counter("db.client.connections.usage")
+    EngineTracer(tracer, engine, connections, False, {}, False)
 
 
 def call_heavy_work(calls: int = CALL_COUNT) -> int:
