@@ -2,7 +2,7 @@
 
 One daemon thread (``otel-perfmon-sampler``) scans the open-span table
 (:mod:`otel_perfmon.tracking`) and samples each open span that has no pyinstrument session
-from its start: the first sample once the span is older than ``early_interval_seconds``
+from its start: the first sample once the span is 3 × ``early_interval_seconds`` old
 (default 0.01 s: 100 Hz, the rate of Sentry's profiler, 101 Hz, and of Pyroscope and Datadog,
 ~100 Hz), then every ``early_interval_seconds`` until the span passes its threshold, then every
 ``late_interval_seconds`` (default 0.005 s). The request path does nothing for it: a span that
@@ -56,6 +56,10 @@ from otel_perfmon.profiling.span_profile import trim_thread_stack
 
 #: Distinct consecutive stacks kept per span (identical consecutive samples share a record).
 MAX_RECORDS_PER_SPAN = 20_000
+#: A span's first sample is taken once it is this many intervals old (30 ms by default): the
+#: many requests of 10-30 ms (database-heavy routes) are never touched, and the first sample
+#: still stands for the span's whole start (its weight cap below is 4 intervals and more).
+FIRST_SAMPLE_INTERVALS = 3
 #: A sample stands for at most this many intervals of the span's time (see coverage).
 WEIGHT_CAP_INTERVALS = 4.0
 #: A pass releases the GIL after holding it this long (seconds; the goal is 0.5 ms, and the OS
@@ -316,7 +320,8 @@ class StackSampler:
                 wake_at = min(wake_at, start + entry.threshold_seconds)
                 continue
             samples = entry.samples
-            due = samples.last_at + interval if samples is not None else start + min(interval, entry.threshold_seconds)
+            due = samples.last_at + interval if samples is not None else \
+                start + min(FIRST_SAMPLE_INTERVALS * interval, entry.threshold_seconds)
             if due > now:
                 wake_at = min(wake_at, due)
                 continue
