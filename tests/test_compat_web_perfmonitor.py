@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -204,6 +205,25 @@ def sandbox() -> None:
         pytest.skip("needs root and a kernel that lets this process mount tmpfs in a private mount namespace")
 
 
+def _sandbox_script() -> str:
+    """Shell steps of the child's private mount namespace: fresh tmpfs on /tmp and /var/log (the
+    peer's README paths), with this checkout and its virtualenv bound back in when they live
+    there (a CI clone under /tmp, say), so the child still finds its interpreter and code."""
+    steps = []
+    keep = {os.path.realpath(p) for p in (sys.prefix, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}
+    for index, top in enumerate(("/tmp", "/var/log")):
+        inside = sorted(p for p in keep if p == top or p.startswith(top + "/"))
+        saved = f"/run/perfmon-keep-{index}"
+        if inside:
+            steps += [f"mkdir -p {saved}", f"mount --bind {top} {saved}"]
+        steps.append(f"mount -t tmpfs tmpfs {top}")
+        for path in inside:
+            rel = os.path.relpath(path, top)
+            source = shlex.quote(saved + "/" + rel)
+            steps += [f"mkdir -p {shlex.quote(path)}", f"mount --bind {source} {shlex.quote(path)}"]
+    return " && ".join(steps)
+
+
 def run_example(source: str, paths: List[str], slow: float, env: Optional[Dict[str, str]] = None,
                 calls: Sequence[str] = (), prelude: str = "") -> Dict[str, Any]:
     """Run ``prelude + source`` (import line changed) + the harness; the parsed RESULT."""
@@ -218,7 +238,7 @@ def run_example(source: str, paths: List[str], slow: float, env: Optional[Dict[s
     child_env.update({"HARNESS_SLOW_SECONDS": str(slow), "HARNESS_PATHS": json.dumps(paths),
                       "HARNESS_CALLS": json.dumps(list(calls)), "HARNESS_BEARER": BEARER,
                       "OTEL_SERVICE_NAME": "compat-test", "PYTHONPATH": os.path.dirname(__file__)})
-    script = "mount -t tmpfs tmpfs /tmp && mount -t tmpfs tmpfs /var/log && exec \"$0\" -"
+    script = _sandbox_script() + ' && exec "$0" -'
     done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, sys.executable],
                           input=program + HARNESS, capture_output=True, text=True, env=child_env, timeout=120)
     assert done.returncode == 0, done.stderr[-4000:]

@@ -83,10 +83,17 @@ def kill_while_writing(report_dir, pid, deadline_seconds=20.0):
         except FileNotFoundError:
             names = []
         if any(name.endswith(suffix) for name in names):
-            os.kill(pid, signal.SIGKILL)
+            _kill(pid)
             return True
-    os.kill(pid, signal.SIGKILL)
+    _kill(pid)
     return False
+
+
+def _kill(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:  # it exited on its own meanwhile (gunicorn recycled it): nothing to kill
+        pass
 
 
 def test_kill_9_of_a_gunicorn_worker_and_of_uvicorn_mid_write_leaves_no_corrupt_report(workdir):
