@@ -107,7 +107,7 @@ def _before_fork() -> None:
             if lock is not None and lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 _held_export_locks.append(lock)
     except Exception:
-        pass  # never fail a fork
+        return  # never fail a fork
 
 
 def _release_export_locks() -> None:

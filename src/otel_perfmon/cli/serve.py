@@ -57,11 +57,8 @@ def add_serve_command(commands: Any, config: Optional[Any] = None) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     """Run the viewer until interrupted; returns the exit code (2 for a missing extra or a
     bad option)."""
-    from otel_perfmon.storage import is_remote
     from otel_perfmon.viewer.server import serve
 
-    if is_remote(str(args.report_dir)):
-        serve = _serve_remote
     try:
         serve(args.report_dir, host=args.host, port=args.port, auth_token=args.auth_token,
               trace_url_template=args.trace_url_template, dedup_store=args.dedup_store, log_level=args.log_level)
@@ -73,27 +70,3 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"otel-perfmon serve: {exc}", file=sys.stderr)
         return 2
     return 0
-
-
-def _serve_remote(report_dir: str, host: str = "127.0.0.1", port: int = 8484, auth_token: Optional[str] = None,
-                  trace_url_template: Optional[str] = None, dedup_store: Optional[str] = "sqlite",
-                  log_level: str = "info") -> None:
-    """:func:`otel_perfmon.viewer.server.serve` for a remote store's URL: the same server over
-    :func:`otel_perfmon.viewer.create_app`, which indexes the store through a local mirror."""
-    import uvicorn
-
-    from otel_perfmon.storage import display
-    from otel_perfmon.viewer import create_app
-    from otel_perfmon.viewer.server import _is_loopback
-
-    app = create_app(report_dir, auth_token=auth_token, trace_url_template=trace_url_template,
-                     dedup_store=dedup_store)
-    app.state.index.refresh(force=True)
-    count = len(app.state.index)
-    if not auth_token and not _is_loopback(host):
-        print(f"otel-perfmon serve: WARNING: listening on {host} without --auth-token; anyone who can reach "
-              "this port can read the reports", file=sys.stderr)
-    shown = f"[{host}]" if ":" in host else host
-    print(f"otel-perfmon serve: {count} reports in {display(report_dir)} (mirrored in "
-          f"{app.state.index.report_dir}); http://{shown}:{port}/reports", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=False, server_header=False)

@@ -37,7 +37,8 @@ def serve(report_dir: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, a
     """
     import uvicorn
 
-    from otel_perfmon.viewer.app import create_app
+    from otel_perfmon.storage import display, is_remote
+    from otel_perfmon.viewer import create_app  # a directory, or a remote store through a local mirror
 
     app = create_app(report_dir, auth_token=auth_token, trace_url_template=trace_url_template,
                      dedup_store=dedup_store)
@@ -47,7 +48,9 @@ def serve(report_dir: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, a
         print(f"otel-perfmon serve: WARNING: listening on {host} without --auth-token; anyone who can reach "
               "this port can read the reports", file=sys.stderr)
     shown = f"[{host}]" if ":" in host else host
-    print(f"otel-perfmon serve: {count} reports in {app.state.index.report_dir}, indexed in "
+    where = f"{display(report_dir)} (mirrored in {app.state.index.report_dir})" if is_remote(report_dir) else \
+        app.state.index.report_dir
+    print(f"otel-perfmon serve: {count} reports in {where}, indexed in "
           f"{app.state.index.last_scan_seconds * 1000:.0f} ms; http://{shown}:{port}/reports", file=sys.stderr,
           flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=False, server_header=False)
