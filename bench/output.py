@@ -7,7 +7,7 @@ import argparse
 import json
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from bench import apps, quality, sampler_cost
+from bench import apps, frameworks, quality, sampler_cost
 from bench.common import BASELINE, Goal, goal_line, md_table
 from bench.inprocess import LOAD_ROUTES
 from bench.inprocess import PHASES as IN_PROCESS_PHASES
@@ -96,6 +96,8 @@ def goal_lines(results: Dict[str, Any]) -> List[Goal]:
         goals += quality.goals(results["quality"])
     if results.get("sampler"):
         goals += sampler_cost.goals(results["sampler"])
+    if results.get("frameworks"):
+        goals += frameworks.goals(results["frameworks"])
     return goals
 
 
@@ -141,6 +143,8 @@ def setup_lines(results: Dict[str, Any], args: argparse.Namespace) -> List[str]:
         lines.append(quality.SETUP)
     if results.get("sampler"):
         lines.append(sampler_cost.setup_line(args))
+    if results.get("frameworks"):
+        lines.append(frameworks.setup_line(results["frameworks"]))
     return lines
 
 
@@ -188,5 +192,7 @@ def render(results: Dict[str, Any], machine: Dict[str, str], args: argparse.Name
         out += quality.markdown(results["quality"]) + [""]
     if results.get("sampler"):
         out += sampler_cost.markdown(results["sampler"]) + [""]
+    if results.get("frameworks"):
+        out += frameworks.markdown(results["frameworks"])
     out += ["## Goals", ""] + [goal_line(goal) for goal in goal_lines(results)]
     return "\n".join(out) + "\n"

@@ -12,6 +12,8 @@ Sections (modules of this package), run in this order; ``--only`` picks some of 
   call trees, default configuration against ``profile_policy="always"``.
 * ``sampler`` (:mod:`bench.sampler_cost`): the stack sampler's CPU and pauses with 1-64
   concurrent open spans.
+* ``frameworks`` (:mod:`bench.frameworks`): a Django request and a Celery task (``apply()``),
+  perfmon_default against OTel alone, in-process, in shuffled turns with an A/A control.
 
 Prints the results as markdown (goal lines last) and writes them to ``--output`` (a full run:
 ``bench/results.md``). The instruction counts (``python -m bench.instructions``), the request
@@ -32,12 +34,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if __package__ in (None, ""):  # run as bench/run.py: import the package, not its modules, by name
     sys.path[0] = ROOT
 
-from bench import inprocess, load, memory, quality, sampler_cost  # noqa: E402
+from bench import frameworks, inprocess, load, memory, quality, sampler_cost  # noqa: E402
 from bench.common import default_policy_name, load_average, log, machine_description  # noqa: E402
 from bench.output import render  # noqa: E402
 
 SECTIONS = {"inprocess": inprocess.run, "load": load.run, "memory": memory.run, "quality": quality.run,
-            "sampler": sampler_cost.run}
+            "sampler": sampler_cost.run, "frameworks": frameworks.run}
 #: option -> (full run, --quick)
 DEFAULTS = {"rounds": (10, 3), "requests": (150, 10), "slow_requests": (1, 1), "warmup": (200, 20),
             "mixed_rounds": (3, 1), "mixed_seconds": (6.0, 1.0), "load_rounds": (3, 1), "load_seconds": (2.0, 1.0),

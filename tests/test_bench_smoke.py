@@ -135,3 +135,31 @@ def test_quick_call_tree_quality_has_a_report_per_case(tmp_path):
         assert int(row[6]) > 0, row  # sample_count
     goals = text.split("## Goals", 1)[1].strip().splitlines()
     assert len(goals) == sum(cases.values()) and all(line.startswith(("- PASS", "- MISS")) for line in goals)
+
+
+@pytest.mark.timeout(120)
+def test_quick_frameworks_section_measures_django_and_celery(tmp_path):
+    """``--only frameworks``: a table per framework (otel, otel_b, perfmon_default on the fast and
+    calls routes), an OTel span per call, and the goal lines (PASS or MISS: no timing assertion)."""
+    pytest.importorskip("django")
+    pytest.importorskip("celery")
+    pytest.importorskip("opentelemetry.instrumentation.django")
+    pytest.importorskip("opentelemetry.instrumentation.celery")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_PERFMON_")}
+    argv = [sys.executable, RUN, "--quick", "--only", "frameworks", "--output", str(tmp_path / "results.md")]
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = proc.stdout
+    for title, span in (("Django request", "SERVER 'GET fast'"), ("Celery task", "CONSUMER 'run/bench.fast'")):
+        table = text.split(f"## Frameworks: {title}", 1)[1].split("\n## ", 1)[0]
+        assert all(v in table.splitlines()[2] for v in ("otel", "otel_b", "perfmon_default")), table
+        rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+        for route in ("fast", "calls"):
+            assert rows[route].count("µs") == 3, rows[route]
+        assert span in table, table
+    goals = text.split("## Goals", 1)[1].strip().splitlines()
+    assert all(line.startswith(("- PASS", "- MISS", "- info")) for line in goals)
+    for phase in ("django", "celery"):
+        assert f"- PASS  {phase}: every call produces an OTel span" in goals
+        for route in ("fast", "calls"):
+            assert any(f"default ≤ 1.03 × otel, {phase}, {route}:" in line for line in goals), goals
