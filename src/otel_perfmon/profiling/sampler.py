@@ -25,7 +25,10 @@ Cost, bounded by structure:
   after each pass the thread sleeps at least ``loop CPU time × (1 − budget) / budget``
   (the loop's CPU time includes waking up), so its CPU share stays within the budget
   whatever the number of open spans; with many spans the per-span interval grows, and each
-  report states the mean interval it got.
+  report states the mean interval it got. The loop CPU time is a moving average over about
+  ``1 / BUDGET_SMOOTHING`` passes: the share holds over that many passes, and one costly pass
+  (a first sample walking a deep stack, a collection by the garbage collector) does not
+  leave a blind spot of 124 × its cost.
 * A pass gives up the GIL (``time.sleep(0)``) after 0.25 ms of work, so no request waits
   much longer than that for one pass.
 * At most ``MAX_RECORDS_PER_SPAN`` distinct consecutive stacks are kept per span.
@@ -35,7 +38,12 @@ span's start). When both samples show the same innermost frame (the same frame o
 thread never left it in between) that is the whole gap; otherwise at most 4 × (the interval in
 force + the interpreter's GIL switch interval, ``sys.getswitchinterval()``, which a sampler
 thread may wait for while the request runs Python code), so a stall of the sampler is not
-passed off as observed time. ``coverage = covered seconds / span duration``.
+passed off as observed time. The interval in force is the longest of the span's interval, the
+budget's wait and the sleep the sampler took before this pass (its idle back-off, when no
+span was due). The last sample also stands for the time after it until the span's end, at most
+one interval in force (a span ends between two samples; in profilers whose every sample weighs
+one interval, Sentry's and Datadog's, that time is counted the same way).
+``coverage = covered seconds / span duration``.
 """
 
 from __future__ import annotations
@@ -65,6 +73,8 @@ WEIGHT_CAP_INTERVALS = 4.0
 #: A pass releases the GIL after holding it this long (seconds; the goal is 0.5 ms, and the OS
 #: may preempt the thread while it holds the GIL).
 MAX_GIL_HOLD_SECONDS = 0.00025
+#: Weight of the latest pass in the moving average of the loop's CPU time the budget uses.
+BUDGET_SMOOTHING = 0.1
 #: Longest sleep while no open span is due (seconds): the first sample of a span that starts
 #: then comes at most this late (its weight is capped, so coverage shows it).
 MAX_IDLE_WAIT_SECONDS = 0.05
@@ -106,7 +116,7 @@ class SpanSamples:
     watchdog (in-flight snapshot) and the worker (the report) through :meth:`session`.
     Times are ``time.time()`` seconds."""
 
-    __slots__ = ("span_start", "records", "sample_count", "covered_seconds", "last_at", "last_leaf",
+    __slots__ = ("span_start", "records", "sample_count", "covered_seconds", "last_at", "last_leaf", "last_interval",
                  "from_threshold", "cpu_first", "cpu_last", "full", "_frames", "_lines", "_ids", "_pos", "_thread",
                  "_chain_key", "_chain_ids", "_awaiting")
 
@@ -119,6 +129,7 @@ class SpanSamples:
         self.covered_seconds = 0.0
         self.last_at = span_start if first_at is None else first_at
         self.last_leaf: Any = None  # the innermost frame of the previous sample
+        self.last_interval = 0.0  # the interval in force at the previous sample (s)
         self.from_threshold = from_threshold  # first sampled after the threshold (no early sampling)
         self.cpu_first: Optional[float] = None
         self.cpu_last: Optional[float] = None
@@ -199,6 +210,7 @@ class SpanSamples:
         weight = gap
         self.last_at = now
         self.last_leaf = leaf
+        self.last_interval = interval
         self.sample_count += 1
         self.covered_seconds += weight
         records = self.records
@@ -222,16 +234,31 @@ class SpanSamples:
             return None
         return max(0.0, self.cpu_last - self.cpu_first)
 
+    def tail_seconds(self, end_time: Optional[float]) -> float:
+        """What the last sample also stands for after it (s): the time until ``end_time``
+        (the span's end, ``time.time()`` seconds; None: no end yet, 0), at most the interval in
+        force at that sample."""
+        if end_time is None or not self.sample_count:
+            return 0.0
+        return min(max(end_time - self.last_at, 0.0), self.last_interval)
+
+    def covered_until(self, end_time: Optional[float]) -> float:
+        """Seconds of the span the samples stand for, the tail until ``end_time`` included."""
+        return self.covered_seconds + self.tail_seconds(end_time)
+
     def session(self, description: str, end_time: Optional[float] = None) -> Optional[Session]:
-        """The samples so far as a pyinstrument Session (None without samples). Any thread."""
-        records = [(list(stack), seconds) for stack, seconds in list(self.records)]
+        """The samples so far as a pyinstrument Session (None without samples); ``end_time``
+        (the span's end, ``time.time()`` seconds) adds the last sample's tail. Any thread."""
+        records = [[list(stack), seconds] for stack, seconds in list(self.records)]
         count = self.sample_count
         if not records or not count:
             return None
+        tail = self.tail_seconds(end_time)
+        records[-1][1] += tail
         end = max(self.last_at, end_time or self.last_at)
-        return session_from_records(records, start_time=self.span_start,
+        return session_from_records([(stack, seconds) for stack, seconds in records], start_time=self.span_start,
                                     duration_seconds=max(end - self.span_start, 0.0),
-                                    interval_seconds=self.covered_seconds / count, description=description,
+                                    interval_seconds=(self.covered_seconds + tail) / count, description=description,
                                     cpu_time_seconds=self.cpu_seconds, sample_count=count)
 
 
@@ -254,6 +281,7 @@ class StackSampler:
         self._stats = stats
         self._closed = False
         self._least_wait = 0.0  # the sleep the budget imposed after the last pass (s)
+        self._last_wait = 0.0  # the sleep before the current pass (s)
         self._reset()
         reset_after_fork(self)
 
@@ -274,6 +302,7 @@ class StackSampler:
     def _run(self) -> None:
         idle_wait = self.early_interval_seconds or self.late_interval_seconds
         cpu_before = time.thread_time()
+        cpu_average: Optional[float] = None
         while not self._closed:
             sampled, wake_at, longest = self._pass()
             # the whole loop's CPU time, waking up included (a Python thread's wake-up costs
@@ -283,8 +312,10 @@ class StackSampler:
             stats = self._stats
             stats.incr("sampler_passes")
             stats.incr("sampler_cpu_seconds", cpu)
-            # stay within the budget: this loop's CPU time is at most `budget` of (loop + sleep)
-            least = self._least_wait = cpu * (1.0 - self.budget) / self.budget
+            # stay within the budget: this loop's CPU time is at most `budget` of (loop + sleep),
+            # on average over the last ~1 / BUDGET_SMOOTHING passes
+            cpu_average = cpu if cpu_average is None else cpu_average + BUDGET_SMOOTHING * (cpu - cpu_average)
+            least = self._least_wait = cpu_average * (1.0 - self.budget) / self.budget
             if sampled:
                 stats.incr("sampler_samples", sampled)
                 stats.set_max("sampler_max_pass_seconds", longest)
@@ -296,7 +327,8 @@ class StackSampler:
                 # out long gets its first sample that much later, and its weight says so.
                 idle_wait = min(idle_wait * 2, MAX_IDLE_WAIT_SECONDS)
                 wait = max(least, idle_wait)
-            time.sleep(max(wait, 0.0))  # cheaper than an Event's timed wait; close() waits for it
+            self._last_wait = max(wait, 0.0)
+            time.sleep(self._last_wait)  # cheaper than an Event's timed wait; close() waits for it
 
     def _pass(self) -> tuple[int, float, float]:
         """Sample every due span once. Returns (samples taken, earliest next due time, longest
@@ -333,7 +365,7 @@ class StackSampler:
                 continue
             if frames is None:
                 frames = sys._current_frames()
-            if self._sample(entry, samples, frames, now, max(interval, self._least_wait)):
+            if self._sample(entry, samples, frames, now, max(interval, self._least_wait, self._last_wait)):
                 sampled += 1
             wake_at = min(wake_at, now + interval)
             held = time.perf_counter() - held_since

@@ -83,10 +83,11 @@ def _profile_of(captured: CapturedSpan) -> Tuple[Any, int, float, float, bool]:
         return session, count, captured.interval_seconds, covered, True
     samples = captured.samples
     if isinstance(samples, SpanSamples):
-        session = samples.session(captured.span_name, end_time=captured.end_ns / 1e9)
-        interval = samples.covered_seconds / samples.sample_count if samples.sample_count else captured.interval_seconds
-        return (session, samples.sample_count, interval, samples.covered_seconds,
-                samples.cpu_seconds is not None)
+        end_time = captured.end_ns / 1e9
+        session = samples.session(captured.span_name, end_time=end_time)
+        covered = samples.covered_until(end_time)
+        interval = covered / samples.sample_count if samples.sample_count else captured.interval_seconds
+        return session, samples.sample_count, interval, covered, samples.cpu_seconds is not None
     if samples is not None:  # a one-sample Session (in-flight report of a span not sampled yet)
         return samples, len(samples.frame_records), captured.interval_seconds, min(samples.duration, duration), False
     return None, 0, captured.interval_seconds, 0.0, True
@@ -100,7 +101,7 @@ def profile_quality(captured: CapturedSpan) -> Tuple[str, float]:
     if captured.profile is None and isinstance(samples, SpanSamples):
         if not samples.sample_count or duration <= 0:
             return "none", 0.0
-        return captured.mode, round(min(1.0, samples.covered_seconds / duration), 3)
+        return captured.mode, round(min(1.0, samples.covered_until(captured.end_ns / 1e9) / duration), 3)
     session, _count, _interval, covered, _cpu = _profile_of(captured)
     if session is None or duration <= 0:
         return "none", 0.0
