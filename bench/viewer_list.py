@@ -13,10 +13,12 @@ mode, ``moto_server -H 127.0.0.1 -p <free port>``, fake credentials and ``AWS_EN
 the environment), a bucket holding the same reports (``--s3-reports``, default all of them;
 every file of each, uploaded concurrently with s3fs ``pipe``), then ``report_dir="s3://bench/
 reports"``: the viewer's first scan (one listing, every report downloaded into its local mirror,
-then indexed: :mod:`otel_perfmon.storage.mirror`), the refreshes after it (each one a bucket
-listing), the same queries, and the same HTTP rows against ``otel-perfmon serve --report-dir
-s3://…``. Queries and HTTP rows have the local budgets; the first scan and the refreshes that
-list the bucket have their own (``S3_BUDGET_MS``). The mirror lives under a temporary
+then indexed: :mod:`otel_perfmon.storage.mirror`), the syncs after it (each one a bucket
+listing; the viewer runs them on a background thread, so they bound how stale its listing can
+be, not how long a page takes), a refresh on the interval while such a sync runs (what a
+request pays), the same queries, and the same HTTP rows against ``otel-perfmon serve
+--report-dir s3://…``. Queries, that refresh and the HTTP rows have the local budgets; the first
+scan and the syncs have their own (``S3_BUDGET_MS``). The mirror lives under a temporary
 ``XDG_CACHE_HOME``, so every scan called "first" starts from an empty mirror.
 
 Prints each timing beside its budget; exits 1 if any budget is exceeded. ``make bench-viewer``
@@ -63,11 +65,15 @@ BUDGET_MS: Dict[str, float] = {
 }
 #: Budgets of the object-store rows that list the bucket (ms). The first scan downloads every
 #: file of every report (30,000 objects for 10,000 reports) from a single-process S3 server on the
-#: same 2 cores; each refresh after it is one listing of the bucket (1,000 keys per page).
+#: same 2 cores; each sync after it is one listing of the bucket (30 pages of 1,000 keys: 14.4 s
+#: from moto's server in the 2026-12-02 run), run in the background by the viewer: its budget is
+#: how stale the listing may be.
 S3_BUDGET_MS: Dict[str, float] = {
     "s3 index: first scan (list bucket, download all, index)": 300000.0,
-    "s3 index: refresh, bucket unchanged (1 listing)": 3000.0,
-    "s3 index: refresh, 10 new reports (listing + 10 downloads)": 3500.0,
+    "s3 sync (background): bucket unchanged (1 listing)": 30000.0,
+    "s3 sync (background): 10 new reports (listing + 10 downloads)": 30000.0,
+    "s3 index: refresh on the interval while a sync runs (mirror scan)":
+        BUDGET_MS["index: full rescan, nothing changed (stat each file)"],
 }
 S3_BUCKET = "bench-viewer"
 S3_URL = f"s3://{S3_BUCKET}/reports"
@@ -252,7 +258,17 @@ def s3_in_process() -> List[Tuple[str, float]]:
     print(f"s3: indexed {len(index)} reports from {S3_URL} (mirror {directory})")
     time.sleep(2.1)  # let the mirror directory's mtime settle, as in the local case
     index.refresh(force=True)
-    results.append(("s3 index: refresh, bucket unchanged (1 listing)", timed(lambda: index.refresh(force=True), 3)))
+    # a forced refresh syncs inline: its time is the sync's
+    results.append(("s3 sync (background): bucket unchanged (1 listing)",
+                    timed(lambda: index.refresh(force=True), 3)))
+    index.refresh_interval_seconds = 0  # what a request does on the interval: start the sync, scan the mirror
+    index._dir_mtime_ns = None  # a full rescan of the mirror, as after a sync that changed it
+    started = time.perf_counter()
+    index.refresh()
+    results.append(("s3 index: refresh on the interval while a sync runs (mirror scan)",
+                    (time.perf_counter() - started) * 1000))
+    index.wait_for_sync(600)
+    index.refresh_interval_seconds = 3600
     store = open_report_store(S3_URL)
     scratch = tempfile.mkdtemp(prefix="otel-perfmon-bench-s3-new-")
     extra = [make(scratch, 10_000_000 + k, time.time()) for k in range(10)]
@@ -266,7 +282,7 @@ def s3_in_process() -> List[Tuple[str, float]]:
     shutil.rmtree(scratch, ignore_errors=True)
     started = time.perf_counter()
     index.refresh(force=True)
-    results.append(("s3 index: refresh, 10 new reports (listing + 10 downloads)",
+    results.append(("s3 sync (background): 10 new reports (listing + 10 downloads)",
                     (time.perf_counter() - started) * 1000))
     for report in extra:
         store.delete_report(report.report_id)

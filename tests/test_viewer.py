@@ -426,6 +426,38 @@ def test_malformed_report_still_renders(server, dataset):
 
 
 # --- index -----------------------------------------------------------------------------------
+def test_a_remote_store_is_synced_in_the_background_so_a_query_never_waits_for_its_listing(tmp_path):
+    """The mirror of a remote store: the first scan syncs inline, later refreshes start the
+    sync on a thread and answer from the mirror meanwhile; what the sync brings shows next."""
+    import threading
+
+    from otel_perfmon.viewer.index import ReportIndex
+
+    mirror = str(tmp_path / "mirror")
+    first = write(make_report(mirror, BASE, with_session=False))
+    release, calls = threading.Event(), []
+
+    def sync() -> int:  # stands for ReportMirror.sync: the first call returns, later ones hang until released
+        calls.append(threading.current_thread().name)
+        if len(calls) > 1:
+            release.wait(30)
+            write(make_report(mirror, BASE + 1, with_session=False))  # what the listing brought
+        return 0
+
+    index = ReportIndex(mirror, refresh_interval_seconds=0)
+    index.attach_source(sync)
+    assert [r.report_id for r in index.query().items] == [first.report_id]
+    assert calls == [threading.current_thread().name]  # the first scan: inline
+    answered = []
+    asker = threading.Thread(target=lambda: answered.append(index.query().total))
+    asker.start()
+    asker.join(10)
+    assert answered == [1]  # answered from the mirror while the sync hangs
+    assert calls[1:] == ["otel-perfmon-viewer-sync"]
+    assert len(index) == 1 and len(calls) == 2  # one sync at a time
+    release.set()
+    assert index.wait_for_sync(30)
+    assert index.query().total == 2  # the next query scans what the sync brought
 def test_index_parses_only_new_and_changed_files(tmp_path, monkeypatch):
     from otel_perfmon.viewer import index as index_module
 

@@ -11,9 +11,13 @@ changed. Queries are an in-memory filter + sort + slice (numbers: ``make bench-v
 Occurrence counts come from the dedup store and are re-read on every refresh.
 
 A remote ``report_dir`` (``s3://…``) is indexed through a local mirror
-(:class:`otel_perfmon.storage.mirror.ReportMirror`, see :func:`remote_index_dir`): each refresh
-first syncs it (one listing; only reports whose ETag or modification time changed are
-downloaded), then scans the mirror as above.
+(:class:`otel_perfmon.storage.mirror.ReportMirror`, see :func:`remote_index_dir`): a sync (one
+listing; only reports whose ETag or modification time changed are downloaded) brings it up to
+date, and the index scans the mirror as above. The first scan and a forced refresh (a report id
+not known yet) sync inline; a refresh on the interval starts the sync on a daemon thread
+(``otel-perfmon-viewer-sync``, one at a time) and scans the mirror as it is, so a page never waits
+for a listing of the store (seconds for 10,000 reports); the next refresh after a sync sees
+what it brought.
 
 All methods are thread-safe (Starlette runs sync endpoints in a thread pool).
 """
@@ -379,17 +383,23 @@ class ReportIndex:
         self._dir_mtime_ns: Optional[int] = None
         self._warned: Set[str] = set()
         self.last_scan_seconds = 0.0
-        #: the mirror's sync of a remote report_dir (run before each scan), or None
+        #: the mirror's sync of a remote report_dir, or None
         self._sync: Optional[Callable[[], Any]] = None
+        self._sync_lock = threading.Lock()  # one sync at a time (inline or background)
+        self._sync_thread: Optional[threading.Thread] = None
+        self._synced_once = False
+        self._mirror_changed = False  # a background sync ended since the last scan began
         self._last_forced = float("-inf")
 
     def attach_source(self, sync: Optional[Callable[[], Any]],
                       dedup_entries: Optional[Callable[[], Iterable[DedupEntry]]] = None,
                       route_stats: Optional[Callable[[], Iterable[RouteStatsEntry]]] = None) -> None:
-        """Index a remote store through its mirror: ``sync()`` runs before each scan (it may
+        """Index a remote store through its mirror: ``sync()`` brings the mirror up to date
+        (inline for the first scan and forced refreshes, else on a background thread; it may
         raise: warned once, the previous listing stays); also sets the dedup and route-stats
         readers (a remote report_dir keeps them elsewhere than the mirror)."""
         self._sync = sync
+        self._synced_once = False
         self._dedup_entries = dedup_entries
         self._route_stats = route_stats
         self._last_refresh = float("-inf")
@@ -397,23 +407,61 @@ class ReportIndex:
     # --- refresh -----------------------------------------------------------------------
     def refresh(self, force: bool = False) -> None:
         """Rescan if the interval passed (or ``force``); parse new and changed files only."""
-        if not force and time.monotonic() - self._last_refresh < self.refresh_interval_seconds:
+        if self._fresh(force):
             return
         with self._lock:
-            if not force and time.monotonic() - self._last_refresh < self.refresh_interval_seconds:
+            if self._fresh(force):
                 return
+            self._mirror_changed = False
             started = time.perf_counter()
-            self._rescan()
+            self._rescan(force)
             self._last_refresh = time.monotonic()
             self.last_scan_seconds = time.perf_counter() - started
 
-    def _rescan(self) -> None:
-        old = self._snapshot
-        if self._sync is not None:
+    def _fresh(self, force: bool) -> bool:
+        return (not force and not self._mirror_changed
+                and time.monotonic() - self._last_refresh < self.refresh_interval_seconds)
+
+    def _run_sync(self) -> None:
+        """Sync the mirror of a remote store once (any thread; serialised)."""
+        sync = self._sync
+        if sync is None:
+            return
+        with self._sync_lock:
             try:
-                self._sync()
+                sync()
             except Exception as exc:  # an unreachable bucket must not break the viewer
                 self._warn_once("<report store>", "cannot list the report store (%s)", exc)
+            self._synced_once = True
+
+    def _sync_in_background(self) -> None:
+        self._run_sync()
+        self._mirror_changed = True  # the next query scans what the sync brought
+
+    def _start_sync(self, inline: bool) -> None:
+        """Bring a remote store's mirror up to date: now, or on the sync thread if none runs."""
+        if inline or not self._synced_once:
+            self._run_sync()
+            return
+        thread = self._sync_thread
+        if thread is not None and thread.is_alive():
+            return
+        self._sync_thread = threading.Thread(target=self._sync_in_background, name="otel-perfmon-viewer-sync",
+                                             daemon=True)
+        self._sync_thread.start()
+
+    def wait_for_sync(self, timeout: Optional[float] = None) -> bool:
+        """Wait until no background sync runs (tests, benchmarks); True if none does."""
+        thread = self._sync_thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    def _rescan(self, force: bool = False) -> None:
+        old = self._snapshot
+        if self._sync is not None:
+            self._start_sync(inline=force)
         try:
             dir_mtime_ns: Optional[int] = os.stat(self.report_dir).st_mtime_ns
         except FileNotFoundError:
