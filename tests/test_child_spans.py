@@ -79,9 +79,22 @@ def test_the_processor_keeps_the_spans_of_tracked_traces_only(tmp_path):
                 with tracer.start_as_current_span("SELECT", kind=SpanKind.CLIENT,
                                                   attributes={"db.statement": f"SELECT {i}"}):
                     db.execute(f"SELECT {i}")
+        lookups = []
+
+        class Counting(dict):  # the processor's two tables, counting what on_end asks of them
+            def get(self, *args):
+                lookups.append("get")
+                return super().get(*args)
+
+            def pop(self, *args):
+                lookups.append("pop")
+                return super().pop(*args)
+
+        processor._roots, processor._tracked = Counting(processor._roots), Counting(processor._tracked)
         with tracer.start_as_current_span("untracked-root", kind=SpanKind.INTERNAL):
             with tracer.start_as_current_span("child"):
                 pass
+        assert lookups == ["get", "get"]  # two spans of an untracked trace: one dict lookup each
         assert [s.name for s in open_span.children] == ["SELECT"] * 3
         assert processor._roots == {}  # the root ended: nothing of its trace is kept any more
     finally:

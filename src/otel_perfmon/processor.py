@@ -88,7 +88,9 @@ class PerfmonSpanProcessor(SpanProcessor):
         self._capture = frozenset(h.lower() for h in config.capture_headers)
         self._redact = frozenset(h.lower() for h in config.redact_headers)
         self._tracked: Dict[int, OpenSpan] = {}
-        self._roots: Dict[int, OpenSpan] = {}  # trace id -> its outermost open tracked span
+        # trace id -> its outermost tracked span, while any tracked span of the trace is open
+        # (counted in its ``tracked_open``)
+        self._roots: Dict[int, OpenSpan] = {}
         self.background = bg = Background(config, self.stats, policy, self._tracked, exporters or [], store,
                                           self._capture, self._redact)
         self._submit = bg.submit
@@ -132,7 +134,7 @@ class PerfmonSpanProcessor(SpanProcessor):
             context = span.context
             span_id = context.span_id
             self._tracked[span_id] = open_span
-            self._roots.setdefault(context.trace_id, open_span)
+            self._roots.setdefault(context.trace_id, open_span).tracked_open += 1
             if span_id < self._consult_below or self._policy.wants_all_spans:
                 try:  # a failing policy costs the span its profiler, not its watchdog or report
                     if self._should_profile(span):
@@ -163,14 +165,16 @@ class PerfmonSpanProcessor(SpanProcessor):
         request data (redacted) and enqueue it (~70 µs). Never raises, never blocks on I/O."""
         try:
             context = span.context
+            root = self._roots.get(context.trace_id)
+            if root is None:
+                return  # a span of a trace with no tracked span open here: this one lookup
             open_span = self._tracked.pop(context.span_id, None)
             if open_span is None:
-                # a span of a tracked trace is kept for its report; of any other, one lookup
-                root = self._roots.get(context.trace_id)
-                if root is not None:
-                    root.add_child(span)
+                if not root.ended:
+                    root.add_child(span)  # kept, by reference, for the root's report
                 return
-            if self._roots.get(context.trace_id) is open_span:
+            root.tracked_open -= 1
+            if not root.tracked_open:
                 del self._roots[context.trace_id]
             open_span.ended = True
             profile = open_span.profile

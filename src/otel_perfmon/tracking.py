@@ -53,7 +53,7 @@ class OpenSpan:
 
     Written by the request thread: ``span``, ``threshold_seconds``, ``thread_id``, ``task``
     (the asyncio task, or None on a plain thread), ``profile`` (a SpanProfile or None),
-    ``ended``, ``children`` (the trace's other spans that ended in this process while it was
+    ``ended``, ``tracked_open``, ``children`` (the trace's other spans that ended in this process while it was
     the trace's tracked root, at most ``MAX_CHILD_SPANS``; ``children_dropped`` counts the rest).
     By the run_sync wrapper: ``worker_thread_id`` (the anyio worker thread running
     a sync route for this span). By the sampler thread: ``samples``. By the watchdog:
@@ -63,7 +63,7 @@ class OpenSpan:
     """
 
     __slots__ = ("span", "threshold_seconds", "thread_id", "task", "profile", "ended", "worker_thread_id",
-                 "samples", "fired", "claim", "notified", "children", "children_dropped", "request")
+                 "samples", "fired", "claim", "notified", "children", "children_dropped", "request", "tracked_open")
 
     def __init__(self, span: Any, threshold_seconds: float, thread_id: int, task: Any) -> None:
         self.span = span
@@ -80,6 +80,7 @@ class OpenSpan:
         self.children: Optional[List[Any]] = None  # ended spans of this trace in this process
         self.children_dropped = 0
         self.request: Optional[Dict[str, Any]] = None  # request parameters found at the deadline
+        self.tracked_open = 0  # of a trace's outermost tracked span: its trace's tracked spans still open
 
     def add_child(self, span: Any) -> None:
         """Keep ``span``, a span of this trace that ended (request thread; one append)."""
