@@ -1,4 +1,9 @@
-"""Reset background state in a forked child (gunicorn forks workers after importing the app)."""
+"""Reset background state in a forked child (gunicorn forks workers after importing the app).
+
+Our objects register their own reset here. The OTel SDK's metric pipeline (its reader's
+export lock, its collection locks, its exporter's connections), which the SDK does not reset
+itself, is handled by otel_perfmon.metrics' fork hooks.
+"""
 
 from __future__ import annotations
 
