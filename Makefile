@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: install test lint demo system-deps clean bench bench-deps bench-viewer bench-instructions speedscope-assets
+.PHONY: install test soak lint demo system-deps clean bench bench-deps bench-viewer bench-instructions speedscope-assets
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ system-deps:
 
 test: install system-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Load soak (issue 15): gunicorn -w 4, uvicorn --workers 4 (SQLite) and both on one Redis, 64 clients
+# for SOAK_SECONDS (default 120) per case; prints a SOAK line per case. Not part of `make test`.
+soak: install system-deps
+	$(PY) -m pytest tests/soak -m soak -s $(PYTEST_ARGS)
 
 # ruff (pyflakes, pycodestyle, isort, bugbear, pyupgrade) and mypy (strict on the core): pyproject.toml [tool.*].
 lint: install
