@@ -138,6 +138,14 @@ def test_redact_query_removes_every_secret(junk, secret_params, separator, order
     assert len(out) <= MAX_HEADER_VALUE_CHARS + 40
 
 
+@pytest.mark.parametrize("query", ["=?token=" + MARK, "a=b?token=" + MARK, "a=1;api_key=" + MARK,
+                                   "x=%3F&secret=" + MARK])
+def test_a_parameter_after_a_stray_separator_is_redacted(query):
+    # hypothesis found the first: a path of "?=" before "?token=…" left the token in the query
+    out = redact_query(query)
+    assert MARK not in out and REDACTED in out
+
+
 @FUZZ
 @given(path=hostile_text, query=st.one_of(st.none(), hostile_text), url=hostile_text, status=st.one_of(
     st.none(), st.integers(-10, 10**6), hostile_text, st.sampled_from(["²", "٣٠٠", "1" * 5000, "200"])),

@@ -10,6 +10,7 @@ secrets never enter the queue.
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Pattern, Sequence, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -79,6 +80,9 @@ def _split_url(url: str) -> Tuple[str, str]:
         return target, target.partition("?")[2].partition("#")[0]
 
 
+_STRAY_SEPARATORS = re.compile(r"[?;]")
+
+
 def _status_code(status: Any) -> Optional[int]:
     """An HTTP status as int, or None: ASCII digits only (``"²".isdigit()`` is true, but
     ``int("²")`` raises), at most 9 of them."""
@@ -90,9 +94,13 @@ def _status_code(status: Any) -> Optional[int]:
 
 
 def redact_query(query: str) -> str:
-    """Replace values of sensitive-looking query parameters by ``[REDACTED]``."""
+    """Replace values of sensitive-looking query parameters by ``[REDACTED]``.
+
+    A stray ``?`` or ``;`` separates parameters too (``=?token=…``, ``a=b?token=…``,
+    ``a=1;token=…``: some parsers read a parameter there), so a redacted query is rebuilt with
+    ``&`` between its parameters; a query with nothing sensitive is kept as it is."""
     try:
-        pairs = parse_qsl(query, keep_blank_values=True)
+        pairs = parse_qsl(_STRAY_SEPARATORS.sub("&", query), keep_blank_values=True)
     except ValueError:
         return truncate(query)
     if not any(is_sensitive_query_name(k) for k, _ in pairs):
