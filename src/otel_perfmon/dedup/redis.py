@@ -23,6 +23,7 @@ from otel_perfmon.dedup.base import (
     RouteStatsEntry,
     bucket_bound,
 )
+from otel_perfmon.errors import ConfigurationError
 
 KEY_PREFIX = "otel-perfmon:dedup:"
 #: One hash per route fingerprint (not below KEY_PREFIX: ``entries`` scans that).
@@ -90,6 +91,11 @@ class RedisDedupStore(DedupStore):
         self.url = url
         self._timeout = socket_timeout_seconds
         self._client: Any = None
+        # redis-py is imported and the client built now (configure time; no connection yet):
+        # the import costs ~0.2 s of CPU, too much for a process's first call on a busy host
+        # (the resilient store's calls are bounded; see dedup/resilient.py). redis-py opens a
+        # new connection in a forked child by itself (its pool checks the pid).
+        self._redis()
 
     @classmethod
     def from_spec(cls, spec: str, report_dir: str) -> RedisDedupStore:
@@ -98,7 +104,11 @@ class RedisDedupStore(DedupStore):
 
     def _redis(self) -> Any:
         if self._client is None:
-            import redis
+            try:
+                import redis
+            except ImportError:
+                raise ConfigurationError("dedup_store: a redis:// store needs the redis extra "
+                                         "(pip install 'otel-perfmon[redis]')") from None
 
             self._client = redis.Redis.from_url(self.url, socket_timeout=self._timeout,
                                                 socket_connect_timeout=self._timeout, decode_responses=True)

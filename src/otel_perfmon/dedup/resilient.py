@@ -5,8 +5,9 @@ is down (Redis refused or unreachable, SQLite ``database is locked`` beyond its 
 disk error):
 
 * every call to the backend runs on a short-lived daemon thread and is waited for at most
-  :data:`CALL_TIMEOUT_SECONDS`, so a black-holed host or a locked file never holds the watchdog
-  or the worker longer than that;
+  :data:`CALL_TIMEOUT_SECONDS` (a process's first call, which connects, at most
+  :data:`FIRST_CALL_TIMEOUT_SECONDS`), so a black-holed host or a locked file never holds the
+  watchdog or the worker longer than that;
 * a failed or timed-out call opens the breaker: for :data:`RETRY_SECONDS` the backend is not
   asked at all, and no new call is made while a timed-out one is still running;
 * meanwhile a route whose shared report this process saw within the window is counted
@@ -16,8 +17,9 @@ disk error):
   releases are queued (at most :data:`MAX_PENDING`);
 * the first call that succeeds again replays the queue in order: a local claim is claimed in
   the backend with its own id and time; if another process or host claimed the fingerprint
-  meanwhile, the local report stays as a report file of its own and its occurrences are
-  counted against the shared report (so the counts per route stay exact);
+  meanwhile, the local report stays as a report file of its own and its occurrences, those
+  recorded after the replay included, are counted against the shared report (so the counts per
+  route stay exact);
 * each operation the backend did not do when asked is counted in ``dedup_store_errors`` (and
   logged once per kind of error); nothing is lost but operations beyond :data:`MAX_PENDING`.
 
@@ -39,6 +41,10 @@ _logger = logging.getLogger("otel_perfmon.processor")
 
 #: Longest wait (s) for one backend call before the claim is made in this process.
 CALL_TIMEOUT_SECONDS = 2.0
+#: Longest wait (s) for a process's first successful call: it also connects (a TCP connection
+#: to Redis, opening and creating the SQLite tables), which a saturated host can stretch past
+#: CALL_TIMEOUT_SECONDS (measured: up to 3.2 s under `make soak`, the client import included).
+FIRST_CALL_TIMEOUT_SECONDS = 10.0
 #: After a failure the backend is left alone this long (s) before it is asked again.
 RETRY_SECONDS = 1.0
 #: Most operations kept for replay while the backend is down; later ones are lost (counted).
@@ -78,6 +84,9 @@ class ResilientStore(DedupStore):
         self._pending: List[_Op] = []
         self._down_until = 0.0
         self._running: Optional[threading.Thread] = None  # a timed-out call still running
+        self._connected = False  # a call succeeded in this process
+        # local report id -> the shared report that holds its route (found by a replay)
+        self._remap: Dict[str, str] = {}
         #: operations the backend did not do when asked (also counted through ``on_error``)
         self.errors = 0
         reset_after_fork(self, "_after_fork")
@@ -87,6 +96,7 @@ class ResilientStore(DedupStore):
         self._lock = threading.RLock()
         self._fallback._lock = threading.Lock()
         self._running = None
+        self._connected = False
 
     def bind(self, on_error: Callable[[BaseException], None]) -> None:
         """Count failures through ``on_error`` (the processor's ``dedup_store_errors``)."""
@@ -127,12 +137,14 @@ class ResilientStore(DedupStore):
 
         thread = threading.Thread(target=call, name="otel-perfmon-dedup-call", daemon=True)
         thread.start()
-        if not finished.wait(self._call_timeout):
+        timeout = self._call_timeout if self._connected else max(self._call_timeout, FIRST_CALL_TIMEOUT_SECONDS)
+        if not finished.wait(timeout):
             self._running = thread
-            raise TimeoutError(f"dedup store did not answer within {self._call_timeout} s")
+            raise TimeoutError(f"dedup store did not answer within {timeout} s")
         ok, value = outcome[0]
         if not ok:
             raise value
+        self._connected = True
         return value
 
     def _try(self, name: str, args: Tuple[Any, ...], op: Optional[_Op] = None) -> Tuple[bool, Any]:
@@ -152,13 +164,15 @@ class ResilientStore(DedupStore):
     def _replay(self) -> None:
         # the backend may be back: apply the queued operations in order (raises on a failure,
         # leaving the rest queued)
-        remap: Dict[str, str] = {}
+        remap = self._remap
         while self._pending:
             op = self._pending[0]
             if op.kind == "claim":
                 fingerprint, local_id, created, window = op.args
                 claim = op.result if op.done else self._bounded(self.inner.claim, op.args, op)
                 if claim.report_id != local_id:
+                    if len(remap) >= MAX_PENDING:
+                        remap.clear()
                     remap[local_id] = claim.report_id  # another process's report holds the route
                 if self._local.get(fingerprint) == local_id:
                     del self._local[fingerprint]
@@ -198,7 +212,8 @@ class ResilientStore(DedupStore):
     def record_occurrence(self, fingerprint: str, report_id: str, duration_ms: float,
                           trace_id: str, now: float) -> None:
         with self._lock:
-            args = (fingerprint, report_id, duration_ms, trace_id, now)
+            # a local report whose route another process's report holds: counted against that one
+            args = (fingerprint, self._remap.get(report_id, report_id), duration_ms, trace_id, now)
             op = _Op("record_occurrence", args)
             if self._is_local(fingerprint, report_id):
                 self._fallback.record_occurrence(*args)
