@@ -244,7 +244,11 @@ def start(stack: ExitStack, kind: str, root: str, env: Dict[str, str]) -> Runnin
     if kind == "gunicorn":
         argv = gunicorn_argv("soak_flask:app", port, workers=WORKERS)
     else:
-        argv = uvicorn_argv("soak_fastapi:app", port, extra=["--workers", str(WORKERS)])
+        # uvicorn kills a worker that misses its 5 s health-check ping; on this saturated 2-core
+        # host one run of about a dozen lost a worker so in its first 20 s (an empty log, the pid gone by
+        # the warm-up's end). 30 s, gunicorn's default worker timeout, still catches a hung one.
+        argv = uvicorn_argv("soak_fastapi:app", port, extra=["--workers", str(WORKERS),
+                                                             "--timeout-worker-healthcheck", "30"])
     log = os.path.join(root, f"{kind}.log")
     server = stack.enter_context(run_server(argv, env, port, log, cwd=HERE, timeout=90))
     running = Running(kind, server, ("127.0.0.1", port))
