@@ -55,6 +55,36 @@ def test_the_last_sample_stands_for_the_tail_until_the_span_end_at_most_one_inte
     assert abs(samples.covered_seconds - 0.90) < 1e-9
 
 
+def test_what_the_cap_leaves_goes_to_the_deepest_frame_the_thread_never_left():
+    """Real frames of this thread: ``outer`` stays on the stack while ``inner`` is called
+    twice (two frame objects), and the sampler stalls 1 s between the two samples."""
+    samples = SpanSamples(span_start=100.0, from_threshold=False)
+    thread_id = threading.get_ident()
+    taken = []
+
+    def inner() -> None:
+        frame = sys._getframe()
+        taken.append((samples.thread_stack(frame, thread_id), frame, samples.common))
+
+    def outer() -> None:
+        inner()
+        inner()
+
+    outer()
+    (first, leaf1, _), (second, leaf2, common) = taken
+    assert leaf1 is not leaf2 and first[-1] == second[-1]  # two calls of inner, one identifier
+    assert second[common - 1].startswith("outer\x00")  # the deepest frame both samples share
+    samples.add(first, 100.01, 0.01, leaf1, 0)
+    samples.add(second, 101.01, 0.01, leaf2, common)
+    cap = WEIGHT_CAP_INTERVALS * (0.01 + sys.getswitchinterval())
+    assert abs(samples.covered_seconds - 1.01) < 1e-9  # the whole stall is accounted for...
+    by_stack = {tuple(stack): seconds for stack, seconds in samples.records}
+    assert abs(by_stack[tuple(second)] - cap) < 1e-9  # ...inner only for what the cap allows
+    assert abs(by_stack[tuple(second[:common])] - (1.0 - cap)) < 1e-9  # the rest is outer's own time
+    assert samples.sample_count == 2
+    samples.forget_frames()
+
+
 def _busy_culprit(stop: threading.Event) -> None:
     while not stop.is_set():
         sum(i * i for i in range(100))

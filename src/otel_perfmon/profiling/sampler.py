@@ -38,11 +38,15 @@ span's start). When both samples show the same innermost frame (the same frame o
 thread never left it in between) that is the whole gap; otherwise at most 4 × (the interval in
 force + the interpreter's GIL switch interval, ``sys.getswitchinterval()``, which a sampler
 thread may wait for while the request runs Python code), so a stall of the sampler is not
-passed off as observed time. The interval in force is the longest of the span's interval, the
-budget's wait and the sleep the sampler took before this pass (its idle back-off, when no
-span was due). The last sample also stands for the time after it until the span's end, at most
-one interval in force (a span ends between two samples; in profilers whose every sample weighs
-one interval, Sentry's and Datadog's, that time is counted the same way).
+passed off as observed time. What the cap leaves of a gap on a thread (a thread span's, a sync
+route's in its worker thread) goes to the deepest frame both samples share (the same frame
+object: the thread was inside it all along), as that frame's own time: a request calling many
+small functions keeps its coverage when the sampler stalls (a loaded machine), at the
+granularity the samples can vouch for. The interval in force is the longest of the span's
+interval, the budget's wait and the sleep the sampler took before this pass (its idle
+back-off, when no span was due). The last sample also stands for the time after it until the
+span's end, at most one interval in force (a span ends between two samples; in profilers whose
+every sample weighs one interval, Sentry's and Datadog's, that time is counted the same way).
 ``coverage = covered seconds / span duration``.
 """
 
@@ -117,6 +121,7 @@ class SpanSamples:
     Times are ``time.time()`` seconds."""
 
     __slots__ = ("span_start", "records", "sample_count", "covered_seconds", "last_at", "last_leaf", "last_interval",
+                 "common",
                  "from_threshold", "cpu_first", "cpu_last", "full", "_frames", "_lines", "_ids", "_pos", "_thread",
                  "_chain_key", "_chain_ids", "_awaiting")
 
@@ -130,6 +135,9 @@ class SpanSamples:
         self.last_at = span_start if first_at is None else first_at
         self.last_leaf: Any = None  # the innermost frame of the previous sample
         self.last_interval = 0.0  # the interval in force at the previous sample (s)
+        #: length of the latest thread stack's prefix (identifiers) whose frames are the same
+        #: frame objects as in the previous thread stack (0: none)
+        self.common = 0
         self.from_threshold = from_threshold  # first sampled after the threshold (no early sampling)
         self.cpu_first: Optional[float] = None
         self.cpu_last: Optional[float] = None
@@ -176,15 +184,19 @@ class SpanSamples:
             pos.clear()
             self._thread = thread_id
         new = []
-        keep = -1
+        keep = common = -1
         frame = leaf
         while frame is not None:
             index = pos.get(id(frame))
-            if index is not None and frames[index] is frame and lines[index] == frame.f_lineno:
-                keep = index
-                break
+            if index is not None and frames[index] is frame:
+                if common < 0:
+                    common = index  # the deepest frame still on the stack since the previous call
+                if lines[index] == frame.f_lineno:
+                    keep = index
+                    break
             new.append(frame)
             frame = frame.f_back
+        self.common = common + 2 if common >= 0 else 0  # ids[0] is the thread, ids[k + 1] frames[k]
         if not new and keep == len(frames) - 1 and self._ids:
             return self._ids
         for index in range(keep + 1, len(frames)):
@@ -200,18 +212,24 @@ class SpanSamples:
         self._ids = ids
         return ids
 
-    def add(self, stack: List[str], now: float, interval: float, leaf: Any = None) -> None:
+    def add(self, stack: List[str], now: float, interval: float, leaf: Any = None, common: int = 0) -> None:
         """Record ``stack`` (innermost frame ``leaf``) as seen at ``now``; it stands for the
-        time since the previous sample, capped unless ``leaf`` is the previous sample's leaf
-        (see the module docstring; ``interval`` is the interval in force, s)."""
+        time since the previous sample, capped unless ``leaf`` is the previous sample's leaf;
+        what the cap leaves goes to ``stack[:common]``, the frames that were on the stack all
+        along (0: none; see the module docstring; ``interval`` is the interval in force, s)."""
         gap = max(now - self.last_at, 0.0)
         if leaf is None or leaf is not self.last_leaf:
-            gap = min(gap, WEIGHT_CAP_INTERVALS * (interval + sys.getswitchinterval()))
-        weight = gap
+            capped = min(gap, WEIGHT_CAP_INTERVALS * (interval + sys.getswitchinterval()))
+            if common and self.sample_count and gap > capped:
+                self._record(stack[:common], gap - capped)  # inside these frames all along
+            gap = capped
         self.last_at = now
         self.last_leaf = leaf
         self.last_interval = interval
         self.sample_count += 1
+        self._record(stack, gap)
+
+    def _record(self, stack: List[str], weight: float) -> None:
         self.covered_seconds += weight
         records = self.records
         if records and (records[-1][0] is stack or records[-1][0] == stack):
@@ -383,8 +401,8 @@ class StackSampler:
         found = self._stack(entry, samples, frames)
         if found is None:
             return False
-        stack, leaf = found
-        samples.add(stack, now, interval, leaf)
+        stack, leaf, common = found
+        samples.add(stack, now, interval, leaf, common)
         if entry.task is None:
             cpu = _thread_cpu_seconds(entry.thread_id)
             if samples.cpu_first is None:
@@ -393,18 +411,19 @@ class StackSampler:
         return True
 
     @staticmethod
-    def _stack(entry: Any, samples: SpanSamples, frames: Dict[int, Any]) -> Optional[Tuple[List[str], Any]]:
-        """The span's current stack (pyinstrument identifiers) and its innermost frame, or
-        None if it is gone."""
+    def _stack(entry: Any, samples: SpanSamples, frames: Dict[int, Any]) -> Optional[Tuple[List[str], Any, int]]:
+        """The span's current stack (pyinstrument identifiers), its innermost frame and the
+        length of the stack's prefix on the thread all along since the previous sample (a
+        thread span's only; 0 otherwise), or None if it is gone."""
         thread_id = entry.thread_id
         frame = frames.get(thread_id)
         task = entry.task
         if task is None:
-            return (samples.thread_stack(frame, thread_id), frame) if frame is not None else None
+            return (samples.thread_stack(frame, thread_id), frame, samples.common) if frame is not None else None
         if task.done():
             return None
         if frame is not None and asyncio.current_task(task.get_loop()) is task:
-            return samples.thread_stack(frame, thread_id), frame
+            return samples.thread_stack(frame, thread_id), frame, 0
         chain = coroutine_frames(task)
         if not chain:
             return None
@@ -412,8 +431,11 @@ class StackSampler:
         worker = entry.worker_thread_id
         worker_frame = frames.get(worker) if worker is not None else None
         if worker is not None and worker_frame is not None:  # a sync route: the work is in anyio's worker thread
-            return prefix + trim_thread_stack(samples.thread_stack(worker_frame, worker)), worker_frame
-        return samples.awaiting(prefix), chain[-1]
+            ids = samples.thread_stack(worker_frame, worker)
+            trimmed = trim_thread_stack(ids)
+            shared = samples.common - (len(ids) - len(trimmed))  # of the trimmed part: still the same call
+            return prefix + trimmed, worker_frame, len(prefix) + shared if shared > 0 else 0
+        return samples.awaiting(prefix), chain[-1], 0
 
     def one_shot(self, entry: Any, description: str) -> Optional[Session]:
         """A single-sample Session of ``entry``'s current stack (in-flight reports of spans
