@@ -128,3 +128,33 @@ def test_a_real_sampler_thread_covers_a_running_span_and_stays_within_its_budget
     assert any("_busy_culprit" in frame for stack, _ in samples.records for frame in stack)
     # the budget bounds the loop's CPU time on average (a loose bound: the VM's noise is not tested here)
     assert cpu / wall <= 0.008 * 3, (cpu, wall)
+
+
+class _Shop:
+    def checkout(self):
+        return sys._getframe()
+
+    @classmethod
+    def load(cls):
+        return sys._getframe()
+
+
+def test_frame_identifiers_match_pyinstrument_without_reading_locals():
+    """The sampler names other threads' frames without ``f_locals`` (on CPython 3.11 reading
+    them runs FastToLocals on a running frame: segfaults under load); the names are
+    pyinstrument's, so its renderers group them the same way."""
+    from pyinstrument.low_level.stat_profile import get_frame_info
+
+    from otel_perfmon.profiling.sampler import frame_identifier
+
+    def nested():
+        return sys._getframe()
+
+    frames = [sys._getframe(), nested(), _Shop().checkout(), _Shop.load()]
+    for frame in frames:
+        ours, theirs = frame_identifier(frame), get_frame_info(frame)
+        if sys.version_info >= (3, 11) or "\x01c" not in theirs:
+            assert ours == theirs, (ours, theirs)
+        else:  # before 3.11 there is no co_qualname: no class name
+            assert ours == theirs.replace("\x01c_Shop", "")
+    assert "\x01c_Shop" in get_frame_info(frames[2])

@@ -13,8 +13,8 @@ table entry. With ``early_interval_seconds = 0`` spans are sampled from their th
 A sample is the span's stack: its thread's (``sys._current_frames``) or, for an asyncio task,
 the loop thread's while the task runs, else the task's coroutine chain ending in ``[await]``
 (and, while a sync route runs in anyio's worker thread, that thread's stack under it). Frames
-are named exactly as pyinstrument names them (``get_frame_info``), so the samples become a
-pyinstrument ``Session`` drawn by pyinstrument's renderers.
+are named as pyinstrument names them (:func:`frame_identifier`, without reading locals), so
+the samples become a pyinstrument ``Session`` drawn by pyinstrument's renderers.
 
 Cost, bounded by structure:
 
@@ -59,7 +59,6 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from pyinstrument.frame import AWAIT_FRAME_IDENTIFIER
-from pyinstrument.low_level.stat_profile import get_frame_info
 from pyinstrument.session import Session
 
 from otel_perfmon._fork import reset_after_fork
@@ -94,6 +93,30 @@ def _thread_cpu_seconds(thread_id: int) -> Optional[float]:
         return time.clock_gettime(_pthread_cpu_clock(thread_id))
     except (OSError, OverflowError, ValueError):
         return None
+
+
+def frame_identifier(frame: Any) -> str:
+    """pyinstrument's identifier of ``frame`` (function, file, first line, class, line: the
+    format of ``pyinstrument.low_level.stat_profile.get_frame_info``), built from the code
+    object and ``f_lineno`` only; the class is the one ``co_qualname`` names (Python 3.11+, as
+    sentry-python's profiler does). Sampler thread, on other threads' frames.
+
+    pyinstrument's own ``get_frame_info`` reads ``frame.f_locals`` (to find ``self`` or
+    ``cls``), which on CPython 3.11 runs FastToLocals on the frame. On a frame that another
+    thread is running, that segfaulted uvicorn workers under ``make soak`` (in
+    ``_PyFrame_FastToLocalsWithError``, 3.11.7); pyinstrument itself only reads frames of the
+    thread it runs in."""
+    code = frame.f_code
+    info = f"{code.co_name}\x00{code.co_filename}\x00{code.co_firstlineno}"
+    qualname = getattr(code, "co_qualname", None)
+    if qualname and "." in qualname:
+        owner = qualname.rsplit(".", 1)[0]
+        if not owner.endswith("<locals>"):
+            info += "\x01c" + owner
+    lineno = frame.f_lineno
+    if lineno is not None:
+        info += f"\x01l{lineno}"
+    return info
 
 
 def _thread_identifier(thread_id: int) -> str:
@@ -162,7 +185,7 @@ class SpanSamples:
         key = tuple((frame, frame.f_lineno) for frame in chain)
         if key != self._chain_key:
             self._chain_key = key
-            self._chain_ids = [get_frame_info(frame) for frame in chain]
+            self._chain_ids = [frame_identifier(frame) for frame in chain]
             self._awaiting = []
         return self._chain_ids
 
@@ -208,7 +231,7 @@ class SpanSamples:
             pos[id(frame)] = len(frames)
             frames.append(frame)
             lines.append(frame.f_lineno)
-            ids.append(get_frame_info(frame))
+            ids.append(frame_identifier(frame))
         self._ids = ids
         return ids
 
