@@ -244,9 +244,10 @@ def start(stack: ExitStack, kind: str, root: str, env: Dict[str, str]) -> Runnin
     if kind == "gunicorn":
         argv = gunicorn_argv("soak_flask:app", port, workers=WORKERS)
     else:
-        # uvicorn kills a worker that misses its 5 s health-check ping; on this saturated 2-core
-        # host one run of about a dozen lost a worker so in its first 20 s (an empty log, the pid gone by
-        # the warm-up's end). 30 s, gunicorn's default worker timeout, still catches a hung one.
+        # uvicorn kills a worker that misses its 5 s health-check ping; 30 s (gunicorn's default
+        # worker timeout) leaves room on this saturated 2-core host and still catches a hung one.
+        # (A worker that dies is restarted either way, and the restart check below fails: that is
+        # how this soak found the sampler's segfault, docs/reliability.md#load.)
         argv = uvicorn_argv("soak_fastapi:app", port, extra=["--workers", str(WORKERS),
                                                              "--timeout-worker-healthcheck", "30"])
     log = os.path.join(root, f"{kind}.log")
