@@ -42,19 +42,32 @@ class _InFlight:
 
 
 def _frames_of(open_span: OpenSpan) -> List[Any]:
-    """Frames to search for the request's headers (innermost first)."""
+    """Frames of another thread's (or task's) request whose locals may be read for its headers
+    and parameters (innermost first). The innermost frame of a running thread or task is left
+    out: it may be a frame another thread has just pushed and not yet set up, and reading
+    ``f_locals`` (CPython 3.11 runs FastToLocals on it) of such a frame can crash the process
+    (see profiling/sampler.py, ``frame_identifier``). A caller's frame is past its set-up (it is
+    in a call), and so is every frame of a suspended task; the request objects sought live in
+    the framework's outer frames."""
+    import asyncio
     import sys
 
     from otel_perfmon.profiling.sampler import coroutine_frames
 
-    if open_span.task is not None:
-        return list(reversed(coroutine_frames(open_span.task)))
+    task = open_span.task
+    if task is not None:
+        chain = list(reversed(coroutine_frames(task)))
+        try:
+            running = asyncio.current_task(task.get_loop()) is task
+        except Exception:
+            running = True
+        return chain[1:] if running else chain
     frame = sys._current_frames().get(open_span.thread_id)
     found: List[Any] = []
     while frame is not None:
         found.append(frame)
         frame = frame.f_back
-    return found
+    return found[1:]
 
 
 class SlowSpans:
