@@ -53,6 +53,19 @@ class Server:
             return handle.read()
 
 
+def stop_process(process: subprocess.Popen, grace_seconds: float = 10.0, group: bool = False) -> None:
+    """SIGTERM ``process`` (its whole process group if ``group``), SIGKILL after ``grace_seconds``."""
+    if process.poll() is not None:
+        return
+    terminate = (lambda sig: os.killpg(process.pid, sig)) if group else process.send_signal
+    terminate(signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        terminate(signal.SIGKILL)
+        process.wait(timeout=10)
+
+
 @contextmanager
 def run_server(argv: List[str], env: Dict[str, str], port: int, log_path: str, cwd: str = EXAMPLES,
                health_path: str = "/health", timeout: float = 60.0) -> Iterator[Server]:
@@ -77,13 +90,7 @@ def run_server(argv: List[str], env: Dict[str, str], port: int, log_path: str, c
         wait_until(healthy, timeout, 0.1, f"{argv[0]} to serve {health_path}")
         yield server
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        stop_process(process, 20.0, group=True)
 
 
 def gunicorn_argv(module: str, port: int, workers: int = 2, extra: Optional[List[str]] = None) -> List[str]:
@@ -156,9 +163,4 @@ def redis_server(workdir: str) -> Iterator[str]:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         client.close()
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process)

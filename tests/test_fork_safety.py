@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, free_port, gunicorn_argv, http_get, redis_server, run_server
+from conftest import EXAMPLES, free_port, gunicorn_argv, http_get, redis_server, run_server, stop_process
 from otel_perfmon.metrics import FORK_EXPORT_WAIT_SECONDS
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="fork and /proc: Linux")
@@ -251,10 +251,5 @@ def test_celery_prefork_processes_export_perfmon_metrics(tmp_path, delay):
         except AssertionError as exc:
             raise AssertionError(f"{exc}\ncelery worker log:\n{log_path.read_text(errors='replace')}") from None
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            stop_process(process, 30.0)
             receiver.close()
