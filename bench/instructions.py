@@ -11,8 +11,12 @@ measures the in-process cost of each variant as instructions per request:
   ``long - short`` is the per-request count, with start-up and imports cancelled out;
 * ``random`` is seeded and ``PYTHONHASHSEED=0``, so the adaptive policy's exploration draws
   and every dict's layout are the same in every run;
-* the perfmon threshold is 60 s: under valgrind a request runs ~50× slower, and a 50 ms
-  threshold would turn every request into a slow one.
+* every time setting of perfmon is the default's × ``SLOWDOWN`` (60): under valgrind a request
+  runs ~50× slower, so the threshold is 60 s (a 1 s one would turn every request into a slow
+  one) and the stack sampler's intervals are 0.6 s early and 0.3 s late (with the real-time
+  defaults, 10 ms and 5 ms, the sampler took ~35 samples of every 7 ms ``/db`` request and
+  woke 20 times per request while idle: work a real ``/db`` request never causes, since the
+  first sample comes when a span is 30 ms old). The route statistics flush every 300 s.
 
 Counts include the hooks, the background threads and pyinstrument's work when the policy
 profiles a span (exploration included; pyinstrument samples on a real-time interval, so under
@@ -34,6 +38,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Sequence, Tuple
 
+from otel_perfmon.config import PerfmonConfig
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if __package__ in (None, ""):  # run as bench/instructions.py
     sys.path[0] = ROOT
@@ -43,7 +49,13 @@ if __package__ in (None, ""):  # run as bench/instructions.py
 VARIANTS = ("otel", "perfmon_default")
 ROUTES = ("fast", "calls", "io", "db")
 FRAMEWORKS = ("flask", "fastapi")
-THRESHOLD_SECONDS = 60.0
+#: valgrind's slowdown, roughly: perfmon's time settings are the defaults times this
+SLOWDOWN = 60.0
+_DEFAULTS = PerfmonConfig()
+THRESHOLD_SECONDS = _DEFAULTS.threshold_seconds * SLOWDOWN
+#: the time settings besides the threshold, the defaults scaled by SLOWDOWN
+SCALED_SETTINGS = {name: getattr(_DEFAULTS, name) * SLOWDOWN for name in (
+    "sampler_early_interval_seconds", "sampler_interval_seconds", "route_stats_interval_seconds")}
 WARMUP = 20
 
 
@@ -54,7 +66,9 @@ def child(framework: str, variant: str, route: str, count: int) -> None:
 
     random.seed(20261122)
     report_dir = tempfile.mkdtemp(prefix="perfmon-instr-")
-    bench_app = apps.build(framework, variant, report_dir, threshold_seconds=THRESHOLD_SECONDS, record_slow=False)
+    extra = SCALED_SETTINGS if variant in apps.PERFMON_VARIANTS else None
+    bench_app = apps.build(framework, variant, report_dir, threshold_seconds=THRESHOLD_SECONDS, record_slow=False,
+                           extra_perfmon=extra)
     with driver(framework) as client:
         client.run(bench_app.app, route, WARMUP)
         client.run(bench_app.app, route, count)

@@ -78,9 +78,12 @@ WEIGHT_CAP_INTERVALS = 4.0
 MAX_GIL_HOLD_SECONDS = 0.00025
 #: Weight of the latest pass in the moving average of the loop's CPU time the budget uses.
 BUDGET_SMOOTHING = 0.1
-#: Longest sleep while no open span is due (seconds): the first sample of a span that starts
-#: then comes at most this late (its weight is capped, so coverage shows it).
-MAX_IDLE_WAIT_SECONDS = 0.05
+#: Longest sleep while no open span is due, in units of the early interval or twice the late
+#: one, whichever is longer (5 x 10 ms = 50 ms by default): the first sample of a span that
+#: starts then comes at most this late (its weight is capped, so coverage shows it). In
+#: intervals, so that scaling the intervals scales the whole schedule (bench/instructions.py
+#: runs it 60x slower under valgrind).
+MAX_IDLE_INTERVALS = 5
 
 _pthread_cpu_clock = getattr(time, "pthread_getcpuclockid", None)
 
@@ -321,6 +324,8 @@ class StackSampler:
         self.budget = budget
         self._stats = stats
         self._closed = False
+        #: longest sleep while no open span is due (s)
+        self.max_idle_wait_seconds = MAX_IDLE_INTERVALS * max(early_interval_seconds, 2 * late_interval_seconds)
         self._least_wait = 0.0  # the sleep the budget imposed after the last pass (s)
         self._last_wait = 0.0  # the sleep before the current pass (s)
         self._reset()
@@ -366,7 +371,7 @@ class StackSampler:
                 # nothing was due: fast requests only, or none. Back off (up to 50 ms), so a
                 # server of fast requests does not pay a wake-up per interval; a span that turns
                 # out long gets its first sample that much later, and its weight says so.
-                idle_wait = min(idle_wait * 2, MAX_IDLE_WAIT_SECONDS)
+                idle_wait = min(idle_wait * 2, self.max_idle_wait_seconds)
                 wait = max(least, idle_wait)
             self._last_wait = max(wait, 0.0)
             time.sleep(self._last_wait)  # cheaper than an Event's timed wait; close() waits for it
@@ -376,7 +381,7 @@ class StackSampler:
         stretch in seconds the GIL was held without a break)."""
         early, late = self.early_interval_seconds, self.late_interval_seconds
         now = time.time()
-        wake_at = now + MAX_IDLE_WAIT_SECONDS
+        wake_at = now + self.max_idle_wait_seconds
         frames: Optional[Dict[int, Any]] = None
         sampled = 0
         held_since = time.perf_counter()
@@ -472,7 +477,7 @@ class StackSampler:
         return samples.session(description)
 
     def close(self) -> None:
-        """Stop the thread: it exits at its next wake-up (within ``MAX_IDLE_WAIT_SECONDS`` or
+        """Stop the thread: it exits at its next wake-up (within ``max_idle_wait_seconds`` or
         the budget's wait); waits up to 1 s for it. Idempotent."""
         self._closed = True
         thread = self._thread
