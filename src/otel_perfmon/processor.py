@@ -28,7 +28,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
-from otel_perfmon import metrics
+from otel_perfmon import metrics, tracking
 from otel_perfmon.background import Background
 from otel_perfmon.config import PerfmonConfig, compile_url_patterns
 from otel_perfmon.dedup import DedupStore
@@ -38,13 +38,7 @@ from otel_perfmon.report.capture import UrlFilter, capture_slow_span, span_finge
 from otel_perfmon.report.runtime import install_gc_hook
 from otel_perfmon.route_stats import BOUNDS_SECONDS, SLOW_OFFSET
 from otel_perfmon.stats import Stats, log_once
-from otel_perfmon.tracking import (
-    FORCED_THRESHOLD,
-    OpenSpan,
-    force_threshold,
-    forced_in_use,
-    target_for_context,
-)
+from otel_perfmon.tracking import FORCED_THRESHOLD, MAX_CHILD_SPANS, OpenSpan, force_threshold, target_for_context
 
 _logger = logging.getLogger(__name__)
 
@@ -121,7 +115,7 @@ class PerfmonSpanProcessor(SpanProcessor):
                         not self._url_filter.allows(span.attributes or {}, span.name):
                     return  # URL filters are for requests; tasks are not filtered by them
                 threshold = self._threshold if kind is _SERVER else self._task_threshold
-            elif forced_in_use():  # an @profile span: any kind, any parent
+            elif tracking.forced_in_use:  # an @profile span: any kind, any parent
                 forced = FORCED_THRESHOLD.get()
                 if forced is None:
                     return
@@ -169,9 +163,15 @@ class PerfmonSpanProcessor(SpanProcessor):
             if root is None:
                 return  # a span of a trace with no tracked span open here: this one lookup
             open_span = self._tracked.pop(context.span_id, None)
-            if open_span is None:
+            if open_span is None:  # a child span, kept by reference for the root's report
                 if not root.ended:
-                    root.add_child(span)  # kept, by reference, for the root's report
+                    children = root.children
+                    if children is None:
+                        root.children = [span]
+                    elif len(children) < MAX_CHILD_SPANS:
+                        children.append(span)
+                    else:
+                        root.children_dropped += 1
                 return
             root.tracked_open -= 1
             if not root.tracked_open:

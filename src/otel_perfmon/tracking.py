@@ -27,20 +27,16 @@ from opentelemetry.trace import get_current_span
 #: tracked whatever their kind.
 FORCED_THRESHOLD: ContextVar[Optional[float]] = ContextVar("otel_perfmon_forced_threshold", default=None)
 #: True once ``@profile`` has started a span in this process: until then ``on_start`` skips
-#: the ContextVar read for spans that are not server spans.
-_forced_in_use = False
-
-
-def forced_in_use() -> bool:
-    """True once ``@profile`` has started a span in this process (cheap: a global read)."""
-    return _forced_in_use
+#: the ContextVar read for spans that are not server spans (it reads this module attribute:
+#: no call per span).
+forced_in_use = False
 
 
 def force_threshold(threshold_seconds: float) -> Any:
     """Mark spans started from now on in this context as ``@profile`` spans with this threshold
     (seconds; <= 0: the configured one). Returns the token for ``FORCED_THRESHOLD.reset``."""
-    global _forced_in_use
-    _forced_in_use = True
+    global forced_in_use
+    forced_in_use = True
     return FORCED_THRESHOLD.set(threshold_seconds)
 
 
@@ -81,16 +77,6 @@ class OpenSpan:
         self.children_dropped = 0
         self.request: Optional[Dict[str, Any]] = None  # request parameters found at the deadline
         self.tracked_open = 0  # of a trace's outermost tracked span: its trace's tracked spans still open
-
-    def add_child(self, span: Any) -> None:
-        """Keep ``span``, a span of this trace that ended (request thread; one append)."""
-        children = self.children
-        if children is None:
-            self.children = children = []
-        if len(children) < MAX_CHILD_SPANS:
-            children.append(span)
-        else:
-            self.children_dropped += 1
 
     @property
     def span_id(self) -> int:
