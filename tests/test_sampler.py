@@ -12,6 +12,8 @@ import threading
 import time
 import types
 
+import pytest
+
 from otel_perfmon.profiling.sampler import WEIGHT_CAP_INTERVALS, SpanSamples, StackSampler
 from otel_perfmon.stats import Stats
 from otel_perfmon.tracking import OpenSpan
@@ -158,3 +160,19 @@ def test_frame_identifiers_match_pyinstrument_without_reading_locals():
         else:  # before 3.11 there is no co_qualname: no class name
             assert ours == theirs.replace("\x01c_Shop", "")
     assert "\x01c_Shop" in get_frame_info(frames[2])
+
+
+def test_the_idle_back_off_is_counted_in_intervals_so_scaling_them_scales_the_schedule():
+    # an idle sampler (no open span) backs off to its cap: 5 early intervals, 50 ms by default;
+    # bench/instructions.py scales every interval by valgrind's slowdown and relies on this
+    default = StackSampler({}, early_interval_seconds=0.01, late_interval_seconds=0.005, budget=0.008, stats=Stats())
+    scaled = StackSampler({}, early_interval_seconds=0.6, late_interval_seconds=0.3, budget=0.008, stats=Stats())
+    after_threshold = StackSampler({}, early_interval_seconds=0.0, late_interval_seconds=0.005, budget=0.008,
+                                   stats=Stats())
+    assert default.max_idle_wait_seconds == pytest.approx(0.05)
+    assert scaled.max_idle_wait_seconds == pytest.approx(60 * default.max_idle_wait_seconds)
+    assert after_threshold.max_idle_wait_seconds == pytest.approx(0.05)
+    # the cap bounds where a pass looks ahead when nothing is due
+    sampled, wake_at, _ = scaled._pass()
+    assert sampled == 0 and wake_at - time.time() <= scaled.max_idle_wait_seconds
+    assert wake_at - time.time() > default.max_idle_wait_seconds
