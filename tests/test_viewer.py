@@ -437,9 +437,9 @@ def test_a_remote_store_is_synced_in_the_background_so_a_query_never_waits_for_i
     first = write(make_report(mirror, BASE, with_session=False))
     release, calls = threading.Event(), []
 
-    def sync() -> int:  # stands for ReportMirror.sync: the first call returns, later ones hang until released
+    def sync() -> int:  # stands for ReportMirror.sync: the second call hangs until released and brings one report
         calls.append(threading.current_thread().name)
-        if len(calls) > 1:
+        if len(calls) == 2:  # later calls (each refresh starts one) find nothing new
             release.wait(30)
             write(make_report(mirror, BASE + 1, with_session=False))  # what the listing brought
         return 0
@@ -458,6 +458,8 @@ def test_a_remote_store_is_synced_in_the_background_so_a_query_never_waits_for_i
     release.set()
     assert index.wait_for_sync(30)
     assert index.query().total == 2  # the next query scans what the sync brought
+
+
 def test_index_parses_only_new_and_changed_files(tmp_path, monkeypatch):
     from otel_perfmon.viewer import index as index_module
 
