@@ -221,8 +221,9 @@ def run(args: argparse.Namespace, tmp_root: str, results: Dict[str, Any]) -> Non
 
     Why the timed apps keep the 1 s default: a 50 ms threshold is not the default configuration.
     It wakes the watchdog 20 times as often, and it makes the adaptive policy take a 25 ms
-    hiccup of the ~8 ms ``/db`` route for a route near its threshold and spend its profiling
-    budget there: 1.031-1.053 against 1.020 at 1 s for the same code (docs/performance.md)."""
+    hiccup of the ~7 ms ``/db`` route for a route near its threshold and spend its profiling
+    budget there. Same code, Flask: fast 1.031 and ``/db`` 1.053 at 50 ms, 1.020 and 1.020 at
+    1 s (docs/performance.md)."""
     slow_count = args.rounds * args.slow_requests + 1  # as many as the timed rounds had, plus the warm-up's
     for framework in args.frameworks:
         bench_apps = {variant: apps.build(framework, variant, os.path.join(tmp_root, f"inproc-{framework}-{variant}")
