@@ -59,7 +59,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     add("--rounds", type=int, help="in-process rounds (default 10, quick 3)")
     add("--requests", type=int,
         help="in-process requests per variant, route and round, in turns (default 150, quick 10)")
-    add("--slow-requests", type=int, help="slow requests per variant and round (default 1)")
+    add("--slow-requests", type=int,
+        help="in-process requests of the slow route per variant and round (default 1); the slow-request "
+             "checks send rounds x this + 1 slow requests per perfmon variant")
     add("--warmup", type=int, help="warm-up requests per variant and route (default 200, quick 20)")
     add("--mixed-rounds", type=int, help="rounds of the interleaved one-server run (default 3, quick 1)")
     add("--mixed-seconds", type=float, help="seconds per route and round of the interleaved run (default 6, quick 1)")

@@ -368,9 +368,10 @@ class StackSampler:
                 idle_wait = self.early_interval_seconds or self.late_interval_seconds
                 wait = max(least, min(wake_at - time.time(), idle_wait))
             else:
-                # nothing was due: fast requests only, or none. Back off (up to 50 ms), so a
-                # server of fast requests does not pay a wake-up per interval; a span that turns
-                # out long gets its first sample that much later, and its weight says so.
+                # nothing was due: fast requests only, or none. Back off (up to max_idle_wait_seconds,
+                # 50 ms by default), so a server of fast requests does not pay a wake-up per
+                # interval; a span that turns out long gets its first sample that much later, and
+                # its weight says so.
                 idle_wait = min(idle_wait * 2, self.max_idle_wait_seconds)
                 wait = max(least, idle_wait)
             self._last_wait = max(wait, 0.0)
